@@ -1,0 +1,32 @@
+# Each target sets up .venv on first use, so every one is a single command on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export WANDB_SILENT ?= true
+
+.PHONY: install test lint demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+
+install: $(STAMP)
+
+test: $(STAMP) lint
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ignite_sweep tests benchmarks
+
+demo: $(STAMP)
+	WANDB_MODE=offline $(PY) -m ignite_sweep.train --dataset=digits --epochs=3
+
+bench: $(STAMP)
+	$(PY) benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) .ignite-sweep wandb

@@ -1,0 +1,30 @@
+"""ignite-sweep: hyperparameter sweeps over PyTorch Ignite training, on W&B or fully offline."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ignite_sweep.config import TrainConfig
+from ignite_sweep.errors import BackendError, ConfigError, DataError, IgniteSweepError
+
+__version__ = "0.1.0"
+__all__ = [
+    "BackendError",
+    "ConfigError",
+    "DataError",
+    "IgniteSweepError",
+    "TrainConfig",
+    "__version__",
+    "train",
+]
+
+if TYPE_CHECKING:
+    from ignite_sweep.train import train
+
+
+def __getattr__(name: str) -> Any:
+    if name == "train":  # lazy: importing the package must not import torch
+        from ignite_sweep.train import train
+
+        return train
+    raise AttributeError(name)

@@ -1,0 +1,4 @@
+from ignite_sweep.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Hyperparameters (TrainConfig) and sweep-file loading.
+
+``TrainConfig`` is every knob the train function reads. It is built from a flat dict, which is what
+``wandb.config`` holds inside a sweep run, so the same keys work in a sweep YAML's ``parameters``, on the
+``python -m ignite_sweep.train --key=value`` command line and in ``--config FILE.yaml``.
+
+No torch or wandb import here: this module is loaded by ``ignite-sweep --help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ignite_sweep.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("none", "cosine", "step", "warmup-cosine")
+DEVICES = ("auto", "cpu", "cuda")
+# metric name -> goal. These are the names the train function logs (see wandb_logging.py).
+EVAL_METRICS = {"val/accuracy": "maximize", "val/loss": "minimize"}
+LOGGED_METRICS = {
+    **EVAL_METRICS,
+    "best/val/accuracy": "maximize",
+    "best/val/loss": "minimize",
+    "train/loss": "minimize",
+}
+
+
+def _default_data_dir() -> str:
+    return os.environ.get("IGNITE_SWEEP_DATA", "./data")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every hyperparameter of one training run; defaults follow Ignite's MNIST example."""
+
+    dataset: str = "mnist"
+    model: str = "net"
+    batch_size: int = 64
+    val_batch_size: int = 1000
+    epochs: int = 10
+    lr: float = 0.01
+    momentum: float = 0.5
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    optimizer: str = "sgd"
+    lr_schedule: str = "none"
+    warmup_epochs: float = 1.0
+    lr_step_epochs: int = 3
+    lr_gamma: float = 0.1
+    dropout: float = 0.5
+    seed: int = 0
+    patience: int = 0
+    metric: str = "val/accuracy"
+    device: str = "auto"
+    amp: bool = False
+    log_interval: int = 10
+    data_dir: str = field(default_factory=_default_data_dir)
+    download: bool = True
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build and validate from a flat dict; unknown keys and bad values raise ConfigError."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            key = str(raw_key).replace("-", "_")
+            if key not in known:
+                raise ConfigError(unknown_key_message(str(raw_key), known, what="hyperparameter"))
+            kwargs[key] = coerce(key, value, known[key].type)
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        for key, (check, allowed) in RULES.items():
+            value = getattr(self, key)
+            if not check(value):
+                raise ConfigError(f"hyperparameter '{key}': got {value!r}, allowed: {allowed}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ConfigError("hyperparameter 'nesterov': needs optimizer 'sgd' and momentum > 0")
+        if self.lr_schedule == "warmup-cosine" and self.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                f"hyperparameter 'warmup_epochs': got {self.warmup_epochs}, allowed: less than epochs "
+                f"({self.epochs})"
+            )
+        check_registered("dataset", self.dataset)
+        check_registered("model", self.model)
+
+
+def check_registered(kind: str, value: str) -> None:
+    """A dataset/model is a registered name or a user factory 'package.module:factory'."""
+    if ":" in value:
+        module, _, attr = value.partition(":")
+        if not module or not attr:
+            raise ConfigError(f"hyperparameter '{kind}': got {value!r}, allowed: package.module:factory")
+        return
+    names = registered_names(kind)
+    if value not in names:
+        raise ConfigError(
+            f"hyperparameter '{kind}': got {value!r}, allowed: {' | '.join(names)} or package.module:factory"
+        )
+
+
+def registered_names(kind: str) -> list[str]:
+    if kind == "dataset":
+        from ignite_sweep.data import DATASETS
+
+        return list(DATASETS)
+    from ignite_sweep.models import MODELS
+
+    return list(MODELS)
+
+
+def _between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = True) -> Callable[[Any], bool]:
+    def check(v: float) -> bool:
+        above = v > lo if lo_open else v >= lo
+        below = v < hi if hi_open else v <= hi
+        return above and below
+
+    return check
+
+
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "val_batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "lr": (lambda v: v > 0, "a number > 0"),
+    "momentum": (_between(0, 1), "a number in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "optimizer": (lambda v: v in OPTIMIZERS, " | ".join(OPTIMIZERS)),
+    "lr_schedule": (lambda v: v in LR_SCHEDULES, " | ".join(LR_SCHEDULES)),
+    "warmup_epochs": (lambda v: v >= 0, "a number >= 0"),
+    "lr_step_epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "lr_gamma": (_between(0, 1, lo_open=True, hi_open=False), "a number in (0, 1]"),
+    "dropout": (_between(0, 1), "a number in [0, 1)"),
+    "seed": (lambda v: v >= 0, "an integer >= 0"),
+    "patience": (lambda v: v >= 0, "an integer >= 0 (0 turns early stopping off)"),
+    "metric": (lambda v: v in EVAL_METRICS, " | ".join(EVAL_METRICS)),
+    "device": (lambda v: v in DEVICES, " | ".join(DEVICES)),
+    "log_interval": (lambda v: v >= 1, "an integer >= 1"),
+}
+
+HELP: dict[str, str] = {
+    "dataset": "digits (bundled, offline) | mnist | fashion-mnist | cifar10 | package.module:factory",
+    "model": "net (Ignite's MNIST example) | mlp | cnn | package.module:factory",
+    "batch_size": "training batch size",
+    "val_batch_size": "evaluation batch size",
+    "epochs": "maximum number of epochs",
+    "lr": "learning rate",
+    "momentum": "SGD momentum (ignored by adam/adamw)",
+    "weight_decay": "L2 penalty / decoupled weight decay for adamw",
+    "nesterov": "Nesterov momentum (sgd with momentum > 0)",
+    "optimizer": " | ".join(OPTIMIZERS),
+    "lr_schedule": "learning-rate schedule per iteration: " + " | ".join(LR_SCHEDULES),
+    "warmup_epochs": "linear warm-up length for warmup-cosine, in epochs",
+    "lr_step_epochs": "step schedule: multiply lr by lr_gamma every this many epochs",
+    "lr_gamma": "step schedule factor",
+    "dropout": "dropout probability",
+    "seed": "random seed (weights, shuffling)",
+    "patience": "early stopping: evaluations without improvement of `metric` (0 = off)",
+    "metric": "metric for early stopping and the best checkpoint: " + " | ".join(EVAL_METRICS),
+    "device": "auto (cuda when available) | cpu | cuda",
+    "amp": "mixed precision (CUDA only; ignored on the CPU)",
+    "log_interval": "log train/loss, train/lr, train/grad_norm every N iterations",
+    "data_dir": "where datasets live (env IGNITE_SWEEP_DATA)",
+    "download": "download a missing torchvision dataset",
+}
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def coerce(key: str, value: Any, typ: Any) -> Any:
+    """Convert a value from YAML / the command line / wandb.config to the field's type."""
+    name = typ if isinstance(typ, str) else typ.__name__
+    try:
+        if name == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError
+        if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+            raise ValueError
+        if name == "int":
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if name == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        kind = {"bool": "true or false", "int": "an integer", "float": "a number"}.get(name, "a string")
+        raise ConfigError(f"hyperparameter '{key}': got {value!r}, allowed: {kind}") from None
+
+
+def unknown_key_message(key: str, known: Mapping[str, Any] | list[str], what: str) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
+    return f"unknown {what} '{key}'; {hint}"

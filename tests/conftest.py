@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(autouse=True)
+def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test: wandb offline, writing under tmp_path; the sweep store under tmp_path too."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_PROJECT", "ignite-sweep-tests")
+    monkeypatch.setenv("IGNITE_SWEEP_DIR", str(tmp_path / ".ignite-sweep"))
+    monkeypatch.setenv("IGNITE_SWEEP_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    yield tmp_path
+    if "wandb" in sys.modules:  # wandb keeps process-wide settings (its dir) until torn down
+        sys.modules["wandb"].teardown()
+
+
+def offline_runs(root: Path) -> list[Path]:
+    return sorted((root / "wandb").glob("offline-run-*"))

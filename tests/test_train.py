@@ -1,0 +1,141 @@
+"""Real training on the bundled digits, logged with wandb offline and read back from the .wandb file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import offline_runs
+from wandb_records import history, run_file, summary
+
+from ignite_sweep.config import TrainConfig
+from ignite_sweep.train import main, parse_args, train
+
+FAST = {"dataset": "digits", "log_interval": 20, "val_batch_size": 512}
+
+
+def run_cli(*args: str, env_root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ignite_sweep.train", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_DIR": str(env_root)},
+    )
+
+
+def test_cli_trains_digits_to_90_percent_and_logs_every_name(offline_wandb: Path) -> None:
+    result = run_cli("--dataset=digits", "--epochs=3", env_root=offline_wandb)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = offline_runs(offline_wandb)
+    rows = history(run_file(run_dir))
+    keys = set().union(*rows)
+    for name in ("train/loss", "train/lr", "train/grad_norm", "val/loss", "val/accuracy", "epoch"):
+        assert name in keys, name
+    assert any(k.startswith("gradients/") for k in keys) and any(k.startswith("parameters/") for k in keys)
+    val = [r for r in rows if "val/accuracy" in r]
+    assert [r["epoch"] for r in val] == [1, 2, 3]
+    steps = [r["_step"] for r in rows]
+    assert steps == sorted(steps)  # logged at the trainer's iteration: nothing dropped as "step < current"
+    assert val[-1]["val/accuracy"] >= 0.90
+    final = summary(run_file(run_dir))
+    assert final["status"] == "finished" and final["epochs_completed"] == 3
+    assert final["best/val/accuracy"] >= 0.90
+    assert "finished after 3 epochs" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("arg", "needle"),
+    [("--lr=-1", "'lr'"), ("--optimiser=sgd", "did you mean 'optimizer'"), ("--epochs=two", "'epochs'")],
+)
+def test_cli_bad_input_is_one_line_exit_1(arg: str, needle: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "ignite_sweep.train", arg], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_help_lists_every_hyperparameter(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for key in TrainConfig.__dataclass_fields__:
+        assert f"--{key} " in out
+    assert "(default: 0.01)" in out and "sgd | adam | adamw" in out
+
+
+def test_parse_args_accepts_wandb_args_and_config_files(tmp_path: Path) -> None:
+    config = tmp_path / "best.yaml"
+    config.write_text("lr: 0.5\nbatch_size: {value: 16}\noptimizer: adam\n")
+    values = parse_args([f"--config={config}", "--lr=0.01", "--nesterov", "--momentum", "0.9"])
+    assert values == {"lr": 0.01, "batch_size": 16, "optimizer": "adam", "nesterov": True, "momentum": 0.9}
+
+
+def test_reporter_stop_ends_gracefully_with_status_stopped(offline_wandb: Path) -> None:
+    seen: list[dict] = []
+
+    def reporter(metrics: dict) -> bool:
+        seen.append(metrics)
+        return len(seen) == 2
+
+    result = train(TrainConfig.from_dict({**FAST, "epochs": 5}), reporter=reporter)
+    assert result["status"] == "stopped" and result["epochs_completed"] == 2
+    assert [m["epoch"] for m in seen] == [1, 2] and "val/accuracy" in seen[0]
+    assert result["checkpoint"] and Path(result["checkpoint"]).exists()
+    (run_dir,) = offline_runs(offline_wandb)
+    final = summary(run_file(run_dir))
+    assert final["status"] == "stopped" and final["epochs_completed"] == 2
+    records = history(run_file(run_dir))
+    assert max(r["epoch"] for r in records if "epoch" in r) == 2
+
+
+def test_sigterm_stops_at_the_next_iteration_with_final_metrics(offline_wandb: Path) -> None:
+    def reporter(metrics: dict) -> bool:
+        os.kill(os.getpid(), signal.SIGTERM)  # what W&B's agent sends to stop a run
+        return False
+
+    result = train(TrainConfig.from_dict({**FAST, "epochs": 4}), reporter=reporter)
+    assert result["status"] == "stopped"
+    assert result["iterations"] == 203 + 1  # one epoch of 12,942 / 64 batches, then one more iteration
+    assert result["epochs_completed"] == 1 and result["val/accuracy"] > 0.5
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # our handler is removed afterwards
+
+
+def test_nan_loss_ends_as_diverged_without_traceback(offline_wandb: Path) -> None:
+    result = train(TrainConfig.from_dict({**FAST, "epochs": 2, "lr": 1e6, "momentum": 0.9}))
+    assert result["status"] == "diverged"
+    assert result["iterations"] < 2 * 203
+
+
+def test_early_stopping_with_patience(offline_wandb: Path) -> None:
+    result = train(TrainConfig.from_dict({**FAST, "epochs": 6, "lr": 1e-12, "patience": 1}))
+    assert result["status"] == "early-stopped" and result["epochs_completed"] == 2
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "warmup-cosine"])
+def test_lr_schedules_move_the_logged_lr(offline_wandb: Path, schedule: str) -> None:
+    cfg = TrainConfig.from_dict(
+        {
+            **FAST,
+            "epochs": 2,
+            "lr_schedule": schedule,
+            "lr_step_epochs": 1,
+            "warmup_epochs": 0.5,
+            "optimizer": "adamw",
+            "log_interval": 50,
+        }
+    )
+    train(cfg)
+    (run_dir,) = offline_runs(offline_wandb)
+    lrs = [r["train/lr"] for r in history(run_file(run_dir)) if "train/lr" in r]
+    assert max(lrs) <= cfg.lr + 1e-12
+    if schedule == "step":
+        assert sorted(set(lrs)) == pytest.approx([cfg.lr * cfg.lr_gamma, cfg.lr])
+        return
+    assert len(set(lrs)) > 2
+    if schedule == "warmup-cosine":
+        assert lrs[0] < lrs[1]  # warming up
+    else:
+        assert lrs[-1] < lrs[0]

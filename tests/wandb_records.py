@@ -1,0 +1,80 @@
+"""Read what an offline wandb run logged, straight from its ``.wandb`` file.
+
+The file is a LevelDB-style log: a 7-byte header (``:W&B``, magic, version), then 32 KiB blocks of
+chunks, each with a 7-byte header (crc32 uint32, length uint16, type uint8: FULL, FIRST, MIDDLE, LAST).
+Each reassembled record is a ``wandb.proto.wandb_internal_pb2.Record``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HEADER = 7
+BLOCK = 32768
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def records(path: Path) -> Iterator[Any]:
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path}: not a .wandb file")
+    pos, pending = HEADER, b""
+    while pos + HEADER <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < HEADER:  # block trailer
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        if kind == 0 and length == 0:
+            break
+        payload = data[pos + HEADER : pos + HEADER + length]
+        pos += HEADER + length
+        if kind == FULL:
+            pending = payload
+        elif kind == FIRST:
+            pending = payload
+            continue
+        elif kind == MIDDLE:
+            pending += payload
+            continue
+        else:
+            pending += payload
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(pending)
+        pending = b""
+        yield record
+
+
+def history(path: Path) -> list[dict[str, Any]]:
+    """Every history row as {key: value}; the step is under '_step'."""
+    rows = []
+    for record in records(path):
+        if record.WhichOneof("record_type") == "history":
+            row = {}
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                row[key] = json.loads(item.value_json)
+            rows.append(row)
+    return rows
+
+
+def summary(path: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for record in records(path):
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                result[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return result
+
+
+def run_file(run_dir: Path) -> Path:
+    files = list(Path(run_dir).glob("*.wandb"))
+    if len(files) != 1:
+        raise FileNotFoundError(f"{run_dir}: expected one .wandb file, found {len(files)}")
+    return files[0]
