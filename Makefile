@@ -23,7 +23,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check ignite_sweep tests benchmarks
 
 demo: $(STAMP)
-	WANDB_MODE=offline $(PY) -m ignite_sweep.train --dataset=digits --epochs=3
+	@id=$$(WANDB_MODE=offline $(VENV)/bin/ignite-sweep create sweeps/quickstart.yaml | tail -1) && \
+	WANDB_MODE=offline $(VENV)/bin/ignite-sweep agent $$id && \
+	$(VENV)/bin/ignite-sweep status $$id
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py

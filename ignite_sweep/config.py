@@ -23,12 +23,8 @@ LR_SCHEDULES = ("none", "cosine", "step", "warmup-cosine")
 DEVICES = ("auto", "cpu", "cuda")
 # metric name -> goal. These are the names the train function logs (see wandb_logging.py).
 EVAL_METRICS = {"val/accuracy": "maximize", "val/loss": "minimize"}
-LOGGED_METRICS = {
-    **EVAL_METRICS,
-    "best/val/accuracy": "maximize",
-    "best/val/loss": "minimize",
-    "train/loss": "minimize",
-}
+# What a sweep's metric.name may be: reported after every evaluation, so hyperband and bayes see it.
+LOGGED_METRICS = {**EVAL_METRICS, "best/val/accuracy": "maximize", "best/val/loss": "minimize"}
 
 
 def _default_data_dir() -> str:
@@ -211,3 +207,85 @@ def unknown_key_message(key: str, known: Mapping[str, Any] | list[str], what: st
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
     return f"unknown {what} '{key}'; {hint}"
+
+
+# ---------------------------------------------------------------- sweep files
+
+SWEEP_COMMAND = ["${env}", "${interpreter}", "-m", "ignite_sweep.train", "${args}"]
+METHODS = ("grid", "random", "bayes")
+_RANGE_DISTRIBUTIONS = ("uniform", "int_uniform", "q_uniform", "log_uniform_values", "q_log_uniform_values")
+
+
+def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a W&B sweep YAML file and validate it (see ``validate_sweep``)."""
+    import yaml
+
+    try:
+        text = open(path, encoding="utf-8").read()  # noqa: SIM115 - closed by refcount at once
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    return validate_sweep(config, str(path))
+
+
+def validate_sweep(config: Any, source: str = "sweep config") -> dict[str, Any]:
+    """Check a sweep config against W&B's schema and TrainConfig; returns it with a ``command`` added.
+
+    Errors are one line: the file, the key, what is allowed.
+    """
+    import warnings
+
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: expected a mapping with method, metric and parameters")
+    method = config.get("method")
+    if method not in METHODS:
+        raise ConfigError(f"{source}: key 'method': got {method!r}, allowed: {' | '.join(METHODS)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import sweeps
+
+        violations = sweeps.schema_violations_from_proposed_config(config)
+    if violations:
+        raise ConfigError(f"{source}: {violations[0]}")
+    parameters = config.get("parameters")
+    if not isinstance(parameters, dict) or not parameters:
+        raise ConfigError(f"{source}: key 'parameters': needs at least one hyperparameter")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    fixed = {k: v["value"] for k, v in parameters.items() if isinstance(v, dict) and "value" in v}
+    for name, spec in parameters.items():
+        key = f"parameters.{name}"
+        if name not in known:
+            raise ConfigError(f"{source}: {unknown_key_message(name, sorted(known), what='parameter')}")
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{source}: key '{key}': expected a mapping such as {{value: ...}} or {{values: [...]}}")
+        candidates = list(spec.get("values", []))
+        if "value" in spec:
+            candidates.append(spec["value"])
+        if spec.get("distribution", "uniform" if "min" in spec else None) in _RANGE_DISTRIBUTIONS:
+            candidates += [spec[b] for b in ("min", "max") if b in spec]
+        for value in candidates:
+            try:
+                TrainConfig.from_dict({**fixed, name: value})
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: key '{key}': {str(exc).split(': ', 1)[1]}") from None
+    metric = config.get("metric")
+    if metric is not None:
+        name = metric.get("name")
+        if name not in LOGGED_METRICS:
+            close = difflib.get_close_matches(str(name), list(LOGGED_METRICS), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"{source}: key 'metric.name': got {name!r}, allowed: {' | '.join(LOGGED_METRICS)}{hint}"
+            )
+    needs_metric = method == "bayes" or "early_terminate" in config or "target" in (metric or {})
+    if needs_metric and metric is None:
+        raise ConfigError(f"{source}: key 'metric': method {method} and early_terminate need a metric to optimise")
+    result = dict(config)
+    result.setdefault("command", list(SWEEP_COMMAND))
+    return result

@@ -206,7 +206,12 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
 
         @evaluator.on(Events.COMPLETED)
         def report(engine: Any) -> None:
-            metrics = {**state["last"], "epoch": trainer.state.epoch, "iteration": trainer.state.iteration}
+            metrics = {
+                **state["last"],
+                **{f"best/{k}": v for k, v in state["best"].items()},
+                "epoch": trainer.state.epoch,
+                "iteration": trainer.state.iteration,
+            }
             if reporter(metrics) and state["status"] == "finished":
                 state["status"] = "stopped"
                 trainer.terminate()

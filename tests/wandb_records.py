@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,17 @@ def summary(path: Path) -> dict[str, Any]:
     return result
 
 
-def run_file(run_dir: Path) -> Path:
-    files = list(Path(run_dir).glob("*.wandb"))
-    if len(files) != 1:
-        raise FileNotFoundError(f"{run_dir}: expected one .wandb file, found {len(files)}")
-    return files[0]
+def run_file(run_dir: Path, timeout_s: float = 20.0) -> Path:
+    """The run's .wandb file, once wandb's service has written it to the end (its exit record)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        files = list(Path(run_dir).glob("*.wandb"))
+        if len(files) == 1:
+            try:
+                if any(r.WhichOneof("record_type") == "exit" for r in records(files[0])):
+                    return files[0]
+            except Exception:  # noqa: BLE001 - a half-written tail: read again
+                pass
+        if time.monotonic() > deadline:
+            raise FileNotFoundError(f"{run_dir}: no complete .wandb file ({len(files)} found)")
+        time.sleep(0.2)

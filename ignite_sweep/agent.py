@@ -1,0 +1,126 @@
+"""Agent processes: each run trains in its own forked child; signals stop runs gracefully.
+
+The agent process imports torch, Ignite and wandb once (and starts the wandb service) but never touches
+CUDA, so forking a child per run is cheap and a crash, OOM or segfault ends only that child.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+def warm_up() -> None:
+    """Import what every run needs and start the wandb service, so forked children start fast."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import ignite.engine  # noqa: F401
+        import ignite.handlers  # noqa: F401
+        import sweeps  # noqa: F401
+        import torch  # noqa: F401
+        import wandb
+
+        import ignite_sweep.train  # noqa: F401
+
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")  # the agent prints one line per run instead
+    wandb.setup()
+
+
+@dataclass
+class ChildExit:
+    code: int | None  # exit code, None when killed by a signal
+    signal: int | None
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            return f"process killed by {signal.Signals(self.signal).name}"
+        return f"process exited with code {self.code}"
+
+
+class Interrupts:
+    """First SIGINT/SIGTERM: stop gracefully (children get SIGTERM); second: kill the children."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.children: set[int] = set()
+
+    @property
+    def requested(self) -> bool:
+        return self.count > 0
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.count += 1
+        sig = signal.SIGTERM if self.count == 1 else signal.SIGKILL
+        for pid in list(self.children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        if self.count == 1:
+            print("stopping: running runs end gracefully (Ctrl-C again to kill them)", file=sys.stderr)
+
+    @contextmanager
+    def installed(self) -> Iterator[Interrupts]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, self._handle)
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def run_in_child(target: Callable[[], int], interrupts: Interrupts, on_start: Callable[[int], None],
+                 tick: Callable[[], None] | None = None, tick_s: float = 1.0) -> ChildExit:
+    """Fork, run ``target`` in the child (its return value is the exit code), wait for it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            code = target()
+        except BaseException:  # noqa: BLE001 - the child must never return into the parent's code
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    interrupts.children.add(pid)
+    try:
+        on_start(pid)
+        last_tick = time.monotonic()
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if tick and time.monotonic() - last_tick >= tick_s:
+                tick()
+                last_tick = time.monotonic()
+            time.sleep(0.05)
+    finally:
+        interrupts.children.discard(pid)
+    if os.WIFSIGNALED(status):
+        return ChildExit(None, os.WTERMSIG(status))
+    return ChildExit(os.WEXITSTATUS(status), None)

@@ -1,0 +1,125 @@
+"""The backend boundary: what the CLI needs from a place that runs sweeps.
+
+Contract (each backend passes tests/test_backends.py):
+
+- ``create(config, project, entity) -> sweep_id``: register a validated W&B sweep config. The id is
+  ``local/<8 chars>`` or ``entity/project/<id>``.
+- ``run_agent(sweep_id, count, max_consecutive_failures, slot)``: run runs until the sweep is exhausted,
+  ``count`` runs were done, the sweep is stopped, or the agent is interrupted. Each run trains through
+  ``ignite_sweep.train.train``. Returns an ``AgentResult``.
+- ``runs(sweep_id) -> list[RunRecord]`` in creation order; ``sweep(sweep_id) -> SweepRecord``.
+- ``stop(sweep_id)``: no new runs; running runs end gracefully.
+- ``sweeps()``: the sweeps this backend knows (may be empty where listing is not possible).
+
+Run states are one of running | finished | stopped | failed | crashed.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+RUN_STATES = ("running", "finished", "stopped", "failed", "crashed")
+
+
+@dataclass
+class RunRecord:
+    id: str
+    state: str
+    config: dict[str, Any]
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    runtime_s: float | None = None
+    slot: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def metric(self, name: str) -> float | None:
+        value = self.summary.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "config": self.config,
+            "summary": self.summary,
+            "error": self.error,
+            "runtime_s": self.runtime_s,
+            "slot": self.slot,
+        }
+
+
+@dataclass
+class SweepRecord:
+    id: str
+    name: str
+    method: str
+    state: str
+    config: dict[str, Any]
+    reason: str | None = None
+    n_runs: int | None = None
+
+    @property
+    def metric(self) -> str | None:
+        return (self.config.get("metric") or {}).get("name")
+
+    @property
+    def goal(self) -> str:
+        return (self.config.get("metric") or {}).get("goal", "minimize")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "method": self.method,
+            "state": self.state,
+            "reason": self.reason,
+            "metric": self.metric,
+            "goal": self.goal,
+            "config": self.config,
+        }
+
+
+@dataclass
+class AgentResult:
+    runs: int
+    reason: str
+    states: dict[str, int] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def create(self, config: dict[str, Any], project: str | None = None, entity: str | None = None) -> str: ...
+
+    @abstractmethod
+    def run_agent(self, sweep_id: str, count: int | None = None, max_consecutive_failures: int = 5,
+                  slot: str | None = None) -> AgentResult: ...  # fmt: skip
+
+    @abstractmethod
+    def sweep(self, sweep_id: str) -> SweepRecord: ...
+
+    @abstractmethod
+    def runs(self, sweep_id: str) -> list[RunRecord]: ...
+
+    @abstractmethod
+    def stop(self, sweep_id: str) -> None: ...
+
+    def sweeps(self) -> list[SweepRecord]:
+        return []
+
+    def best_run(self, sweep_id: str) -> RunRecord | None:
+        """The run with the best sweep metric among runs that logged it (finished, stopped or not)."""
+        sweep = self.sweep(sweep_id)
+        if not sweep.metric:
+            return None
+        scored = [r for r in self.runs(sweep_id) if r.metric(sweep.metric) is not None]
+        if not scored:
+            return None
+        sign = 1.0 if sweep.goal == "maximize" else -1.0
+        return max(scored, key=lambda r: sign * (r.metric(sweep.metric) or 0.0))

@@ -1,0 +1,340 @@
+"""The embedded local backend: a SQLite store plus W&B's open-source sweep engine (``sweeps``).
+
+``sweeps.next_run`` decides configs (grid, random, bayes) and ``sweeps.stop_runs`` hyperband stops; this
+module enforces what the engine does not: ``run_cap``, ``metric.target``, agent ``--count``, heartbeats,
+retries of crashed runs. Runs are logged with wandb offline, grouped by the sweep's name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import string
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from ignite_sweep.agent import Interrupts, run_in_child, warm_up
+from ignite_sweep.backends.base import AgentResult, Backend, RunRecord, SweepRecord
+from ignite_sweep.backends.local_store import LocalStore
+from ignite_sweep.errors import BackendError, IgniteSweepError
+
+DEFAULT_RETRIES = 2
+SWEEP_TO_ENGINE_STATE = {
+    "running": "running",
+    "finished": "finished",
+    "stopped": "finished",  # stopped early with real metrics, as W&B records a hyperband stop
+    "failed": "failed",
+    "crashed": "crashed",
+}
+
+
+def _new_id() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def short_id(sweep_id: str) -> str:
+    return sweep_id.split("/", 1)[1] if sweep_id.startswith("local/") else sweep_id
+
+
+def _sweeps() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the engine's pydantic v1-style config warns on import
+        import sweeps
+
+    return sweeps
+
+
+# ---------------------------------------------------------------- scheduling: pure functions over rows
+
+
+def engine_runs(rows: list[dict[str, Any]]) -> list[Any]:
+    """Store rows -> the sweep engine's SweepRun objects."""
+    sweeps = _sweeps()
+    return [
+        sweeps.SweepRun(
+            name=row["id"],
+            state=SWEEP_TO_ENGINE_STATE[row["state"]],
+            config={k: {"value": v} for k, v in row["config"].items()},
+            history=row.get("history", []),
+            summary_metrics=row.get("summary") or {},
+            search_info=row.get("search_info"),
+        )
+        for row in rows
+    ]
+
+
+def next_params(config: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict[str, Any], Any] | None:
+    """The engine's next suggestion as flat params (and its search info), or None when exhausted."""
+    suggestion = _sweeps().next_run(config, engine_runs(rows))
+    if suggestion is None:
+        return None
+    params = {k: v["value"] for k, v in suggestion.config.items()}
+    return params, suggestion.search_info
+
+
+def runs_to_stop(config: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    if (config.get("early_terminate") or {}).get("type") != "hyperband":
+        return []
+    return [run.name for run in _sweeps().stop_runs(config, engine_runs(rows))]
+
+
+def target_reached(config: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
+    metric = config.get("metric") or {}
+    target = metric.get("target")
+    if target is None:
+        return False
+    sign = 1.0 if metric.get("goal", "minimize") == "maximize" else -1.0
+    for row in rows:
+        value = (row.get("summary") or {}).get(metric["name"])
+        if isinstance(value, (int, float)) and math.isfinite(value) and sign * value >= sign * target:
+            return True
+    return False
+
+
+def eval_metric(config: dict[str, Any]) -> str | None:
+    """The TrainConfig.metric matching the sweep metric (early stopping and checkpoints follow it)."""
+    name = (config.get("metric") or {}).get("name", "")
+    name = name.removeprefix("best/")
+    return name if name in ("val/accuracy", "val/loss") else None
+
+
+# ---------------------------------------------------------------- the backend
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, store: LocalStore | None = None):
+        self.store = store or LocalStore()
+        self.heartbeat_s = float(os.environ.get("IGNITE_SWEEP_HEARTBEAT_S", "5"))
+        self.heartbeat_timeout_s = float(os.environ.get("IGNITE_SWEEP_HEARTBEAT_TIMEOUT_S", "60"))
+
+    # -- contract
+
+    def create(self, config: dict[str, Any], project: str | None = None, entity: str | None = None) -> str:
+        from ignite_sweep.wandb_logging import DEFAULT_PROJECT
+
+        sweep_id = _new_id()
+        name = str(config.get("name") or f"sweep-{sweep_id}")
+        retries = int(os.environ.get("IGNITE_SWEEP_RETRIES", DEFAULT_RETRIES))
+        self.store.add_sweep(sweep_id, name, config, project or config.get("project") or DEFAULT_PROJECT, retries)
+        return f"local/{sweep_id}"
+
+    def sweep(self, sweep_id: str) -> SweepRecord:
+        row = self.store.sweep(short_id(sweep_id))
+        if row is None:
+            known = ", ".join(f"local/{s['id']}" for s in self.store.sweeps()[-5:]) or "none"
+            raise BackendError(f"unknown sweep '{sweep_id}' in {self.store.path} (recent: {known})")
+        return SweepRecord(
+            id=f"local/{row['id']}", name=row["name"], method=row["config"]["method"], state=row["state"],
+            config=row["config"], reason=row["reason"],
+        )  # fmt: skip
+
+    def sweeps(self) -> list[SweepRecord]:
+        return [
+            SweepRecord(
+                id=f"local/{r['id']}", name=r["name"], method=r["config"]["method"], state=r["state"],
+                config=r["config"], reason=r["reason"], n_runs=r["n_runs"],
+            )  # fmt: skip
+            for r in self.store.sweeps()
+        ]
+
+    def runs(self, sweep_id: str) -> list[RunRecord]:
+        self.sweep(sweep_id)
+        records = []
+        for row in self.store.runs(short_id(sweep_id), with_history=True):
+            end = row["ended_at"] or (time.time() if row["state"] == "running" else None)
+            records.append(
+                RunRecord(
+                    id=row["id"], state=row["state"], config=row["config"], summary=row["summary"],
+                    error=row["error"], runtime_s=(end - row["started_at"]) if end else None,
+                    slot=row["slot"], history=row["history"],
+                )  # fmt: skip
+            )
+        return records
+
+    def stop(self, sweep_id: str) -> None:
+        sweep = self.sweep(sweep_id)
+        with self.store.transaction() as db:
+            if sweep.state == "running":
+                self.store.set_sweep_state(db, short_id(sweep_id), "stopped", "stopped by user")
+            running = [r["id"] for r in self.store.runs(short_id(sweep_id)) if r["state"] == "running"]
+            self.store.request_stop(db, running)
+
+    # -- scheduling with the store
+
+    def claim(self, sweep_id: str, slot: str | None = None, gpu: str | None = None
+              ) -> tuple[dict[str, Any] | None, str]:  # fmt: skip
+        """Atomically pick the next run (a retry of a crashed one first). Returns (run, reason if None)."""
+        sid = short_id(sweep_id)
+        with self.store.transaction() as db:
+            sweep = self.store.sweep(sid)
+            if sweep is None:
+                raise BackendError(f"unknown sweep '{sweep_id}'")
+            if sweep["state"] != "running":
+                return None, sweep["reason"] or f"sweep is {sweep['state']}"
+            config = sweep["config"]
+            self.store.reap_stale(db, sid, self.heartbeat_timeout_s)
+            rows = self.store.runs(sid, with_history=True)
+            running = any(r["state"] == "running" for r in rows)
+
+            def finish(reason: str) -> tuple[None, str]:
+                if not running:
+                    self.store.set_sweep_state(db, sid, "finished", reason)
+                return None, reason
+
+            if target_reached(config, rows):
+                return finish(f"metric target {config['metric']['target']} reached")
+            run: dict[str, Any] = {"id": _new_id(), "sweep_id": sid, "slot": slot, "gpu": gpu}
+            retried = {r["retry_of"] for r in rows if r["retry_of"]}
+            crashed = [r for r in rows if r["state"] == "crashed" and r["id"] not in retried]
+            retry = next((r for r in crashed if r["attempt"] < sweep["retries"]), None)
+            if retry is not None:
+                run.update(config=retry["config"], attempt=retry["attempt"] + 1, retry_of=retry["id"])
+            else:
+                cap = config.get("run_cap")
+                if cap is not None and sum(1 for r in rows if not r["retry_of"]) >= cap:
+                    return finish(f"run_cap {cap} reached")
+                suggestion = next_params(config, rows)
+                if suggestion is None:
+                    return finish("every grid point has run")
+                run.update(config=suggestion[0], search_info=suggestion[1])
+            self.store.insert_run(db, run)
+            return run, ""
+
+    def report(self, run_id: str, metrics: dict[str, Any]) -> bool:
+        """Store one evaluation's metrics; True when the run should stop (hyperband or sweep stopped)."""
+        with self.store.transaction() as db:
+            self.store.append_history(db, run_id, metrics)
+            run = self.store.run(run_id)
+            sweep = self.store.sweep(run["sweep_id"]) if run else None
+            if run is None or sweep is None:
+                return True
+            if run["should_stop"] or sweep["state"] == "stopped":
+                return True
+            to_stop = runs_to_stop(sweep["config"], self.store.runs(sweep["id"], with_history=True))
+            self.store.request_stop(db, to_stop)
+            return run_id in to_stop
+
+    def should_stop(self, run_id: str) -> bool:
+        run = self.store.run(run_id)
+        return bool(run is None or run["should_stop"])
+
+    # -- the agent
+
+    def run_agent(self, sweep_id: str, count: int | None = None, max_consecutive_failures: int = 5,
+                  slot: str | None = None, echo: Callable[[str], None] | None = None) -> AgentResult:  # fmt: skip
+        say = echo or (lambda line: print(line, file=sys.stderr))
+        sweep = self.sweep(sweep_id)
+        warm_up()
+        interrupts = Interrupts()
+        states: dict[str, int] = {}
+        done, failures, reason = 0, 0, ""
+        with interrupts.installed():
+            while True:
+                if interrupts.requested:
+                    reason = "interrupted"
+                    break
+                if count is not None and done >= count:
+                    reason = f"--count {count} reached"
+                    break
+                run, reason = self.claim(sweep_id, slot=slot)
+                if run is None:
+                    break
+                label = " ".join(f"{k}={_short(v)}" for k, v in run["config"].items())
+                retry = f" (retry {run['attempt']} of {run['retry_of']})" if run.get("retry_of") else ""
+                say(f"run {run['id']} started{retry}: {label}")
+                outcome = run_in_child(
+                    lambda run=run: self._trial(sweep, run),
+                    interrupts,
+                    on_start=lambda pid, run=run: self.store.set_pid(run["id"], pid),
+                )
+                if not outcome.ok:  # the child could not record its end itself
+                    state = "stopped" if interrupts.requested else "crashed"
+                    self.store.end_run(run["id"], state, error=outcome.describe())
+                row = self.store.run(run["id"]) or {}
+                state = row.get("state", "crashed")
+                states[state] = states.get(state, 0) + 1
+                done += 1
+                metric = sweep.metric
+                value = (row.get("summary") or {}).get(metric) if metric else None
+                shown = f" {metric}={value:.4f}" if isinstance(value, float) else ""
+                error = f": {row.get('error')}" if row.get("error") else ""
+                say(f"run {run['id']} {state}{shown}{error}")
+                failures = failures + 1 if state in ("failed", "crashed") else 0
+                if failures >= max_consecutive_failures:
+                    raise BackendError(
+                        f"agent stopped: {failures} runs in a row failed or crashed "
+                        f"(--max-consecutive-failures {max_consecutive_failures}); last error: {row.get('error')}"
+                    )
+        return AgentResult(runs=done, reason=reason, states=states)
+
+    def _trial(self, sweep: SweepRecord, run: dict[str, Any]) -> int:
+        """In the forked child: train one run, log it offline, record how it ended. Returns the exit code."""
+        import wandb
+
+        from ignite_sweep.config import TrainConfig
+        from ignite_sweep.train import train
+
+        store = LocalStore(self.store.path)  # never share a connection across fork
+        child = LocalBackend(store)
+        run_id = run["id"]
+        stop_beating = threading.Event()
+
+        def beat() -> None:
+            own = LocalStore(store.path)  # sqlite connections belong to one thread
+            while not stop_beating.wait(self.heartbeat_s):
+                own.heartbeat(run_id)
+            own.close()
+
+        threading.Thread(target=beat, daemon=True, name="ignite-sweep-heartbeat").start()
+        wandb_run = None
+        try:
+            values = dict(run["config"])
+            metric = eval_metric(sweep.config)
+            if metric and "metric" not in values:
+                values["metric"] = metric
+            cfg = TrainConfig.from_dict(values)
+            wandb_run = wandb.init(
+                id=run_id, project=self._project(sweep), group=sweep.name, job_type="sweep-run",
+                tags=[f"local-sweep-{short_id(sweep.id)}"], config=run["config"],
+            )  # fmt: skip
+            store.heartbeat(run_id, run_dir=os.path.dirname(wandb_run.dir))
+            summary = train(cfg, reporter=lambda metrics: child.report(run_id, metrics))
+        except IgniteSweepError as exc:
+            store.end_run(run_id, "failed", error=str(exc))
+            return _finish(wandb_run, 1)
+        except KeyboardInterrupt:
+            store.end_run(run_id, "stopped", error="interrupted")
+            return _finish(wandb_run, 1)
+        except Exception as exc:  # noqa: BLE001 - any error in a run fails that run only
+            store.end_run(run_id, "failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            return _finish(wandb_run, 1)
+        finally:
+            stop_beating.set()
+        status = summary["status"]
+        if status == "diverged":
+            store.end_run(run_id, "failed", summary, error="diverged: the loss became NaN or infinite")
+        else:
+            store.end_run(run_id, "stopped" if status == "stopped" else "finished", summary)
+        return _finish(wandb_run, 0)
+
+    def _project(self, sweep: SweepRecord) -> str:
+        row = self.store.sweep(short_id(sweep.id)) or {}
+        return str(row.get("project") or "ignite-sweep")
+
+
+def _finish(wandb_run: Any, code: int) -> int:
+    if wandb_run is not None:
+        wandb_run.finish(exit_code=code)
+    return 0  # the end was recorded; a non-zero exit means "crashed before recording"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

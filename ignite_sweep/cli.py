@@ -1,0 +1,196 @@
+"""The ``ignite-sweep`` command line: thin; parses options, calls the library, prints.
+
+``main()`` is the one place that turns an IgniteSweepError into a one-line message and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ignite_sweep.errors import IgniteSweepError
+
+app = typer.Typer(
+    help="Hyperparameter sweeps over PyTorch Ignite training, driven by W&B sweep YAML.\n\n"
+    "Backends: 'wandb' (W&B's sweep controller, agents on many machines) and 'local' (SQLite + W&B's "
+    "open-source sweep engine, runs logged with wandb offline; no account, no network).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--backend", envvar="IGNITE_SWEEP_BACKEND",
+        help="auto | local | wandb. auto: W&B when a W&B login is found and WANDB_MODE is not offline, "
+        "else local.",
+    ),
+]  # fmt: skip
+ProjectOpt = Annotated[Optional[str], typer.Option(help="W&B project (default: the YAML's, else ignite-sweep).")]
+EntityOpt = Annotated[Optional[str], typer.Option(help="W&B entity (default: your W&B default entity).")]
+CountOpt = Annotated[Optional[int], typer.Option(min=1, help="Run at most this many runs, then exit.")]
+FailuresOpt = Annotated[
+    int, typer.Option(min=1, help="Exit after this many runs in a row failed or crashed.")
+]
+SweepIdArg = Annotated[str, typer.Argument(help="local/<id> or entity/project/<id>, as `create` printed.")]
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _console(stderr: bool = False):  # noqa: ANN202 - rich is imported lazily
+    from rich.console import Console
+
+    return Console(stderr=stderr, width=None if sys.stdout.isatty() else 160)
+
+
+def _create(sweep_file: Path, backend: str, project: str | None, entity: str | None) -> str:
+    from ignite_sweep.backends import REGISTRY, choose_backend
+    from ignite_sweep.config import load_sweep
+
+    config = load_sweep(sweep_file)
+    chosen, why = choose_backend(backend)
+    _err(f"backend: {chosen} ({why})")
+    sweep_id = REGISTRY[chosen]().create(config, project=project, entity=entity)
+    metric = config.get("metric") or {}
+    params = ", ".join(config["parameters"])
+    typer.echo(f"created {config['method']} sweep over {params}")
+    if metric:
+        typer.echo(f"metric: {metric['name']} ({metric.get('goal', 'minimize')})")
+    if config.get("run_cap"):
+        typer.echo(f"run_cap: {config['run_cap']}")
+    typer.echo(f"start an agent: ignite-sweep agent {sweep_id}")
+    typer.echo(sweep_id)
+    return sweep_id
+
+
+def _agent(sweep_id: str, count: int | None, max_consecutive_failures: int) -> None:
+    from ignite_sweep.backends import backend_for_sweep
+
+    backend = backend_for_sweep(sweep_id)
+    result = backend.run_agent(sweep_id, count=count, max_consecutive_failures=max_consecutive_failures)
+    states = ", ".join(f"{n} {s}" for s, n in sorted(result.states.items()))
+    _err(f"agent done: {result.runs} runs ({states or 'none'}); {result.reason}")
+    if result.reason == "interrupted":
+        raise typer.Exit(130)
+
+
+@app.command()
+def create(
+    sweep_file: Annotated[Path, typer.Argument(help="A W&B sweep YAML file.")],
+    backend: BackendOpt = "auto",
+    project: ProjectOpt = None,
+    entity: EntityOpt = None,
+) -> None:
+    """Validate a W&B sweep YAML and register the sweep. The last line printed is the sweep id alone."""
+    _create(sweep_file, backend, project, entity)
+
+
+@app.command()
+def agent(
+    sweep_id: SweepIdArg,
+    count: CountOpt = None,
+    max_consecutive_failures: FailuresOpt = 5,
+) -> None:
+    """Run the sweep's runs until it is exhausted, --count is reached, it is stopped, or Ctrl-C.
+
+    Ctrl-C once stops gracefully (the running run ends through engine.terminate() and is recorded
+    'stopped'); twice kills it.
+    """
+    _agent(sweep_id, count, max_consecutive_failures)
+
+
+@app.command("run")
+def run_sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="A W&B sweep YAML file.")],
+    backend: BackendOpt = "auto",
+    project: ProjectOpt = None,
+    entity: EntityOpt = None,
+    count: CountOpt = None,
+    max_consecutive_failures: FailuresOpt = 5,
+) -> None:
+    """Create a sweep from SWEEP_FILE, then run an agent on it."""
+    sweep_id = _create(sweep_file, backend, project, entity)
+    _agent(sweep_id, count, max_consecutive_failures)
+
+
+@app.command("ls")
+def list_sweeps() -> None:
+    """List the sweeps in the local store ($IGNITE_SWEEP_DIR, default ./.ignite-sweep), one line each."""
+    from ignite_sweep.backends.local import LocalBackend
+
+    sweeps = LocalBackend().sweeps()
+    if not sweeps:
+        _err("no sweeps yet: ignite-sweep create sweeps/quickstart.yaml")
+    for s in sweeps:
+        metric = f"{s.metric} ({s.goal})" if s.metric else "-"
+        typer.echo(f"{s.id}  {s.name:<20} {s.method:<6} {s.state:<8} {s.n_runs:>3} runs  {metric}")
+
+
+@app.command()
+def status(
+    sweep_id: SweepIdArg,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: {sweep, runs}.")] = False,
+) -> None:
+    """Table of the sweep's runs (id, state, params, metric, epochs, runtime, error), best run marked."""
+    from ignite_sweep.backends import backend_for_sweep
+    from ignite_sweep.report import status_json, status_table
+
+    backend = backend_for_sweep(sweep_id)
+    sweep, runs, best = backend.sweep(sweep_id), backend.runs(sweep_id), backend.best_run(sweep_id)
+    if as_json:
+        typer.echo(json.dumps(status_json(sweep, runs, best), default=str))
+    else:
+        _console().print(status_table(sweep, runs, best))
+
+
+@app.command()
+def best(sweep_id: SweepIdArg) -> None:
+    """Print the best run's config as YAML, ready for `python -m ignite_sweep.train --config`."""
+    from ignite_sweep.backends import backend_for_sweep
+    from ignite_sweep.errors import BackendError
+    from ignite_sweep.report import best_yaml
+
+    backend = backend_for_sweep(sweep_id)
+    run = backend.best_run(sweep_id)
+    if run is None:
+        raise BackendError(f"sweep '{sweep_id}' has no run with its metric yet")
+    typer.echo(best_yaml(backend.sweep(sweep_id), run), nl=False)
+
+
+@app.command()
+def stop(sweep_id: SweepIdArg) -> None:
+    """Stop a sweep: no new runs start; running runs end gracefully at their next evaluation."""
+    from ignite_sweep.backends import backend_for_sweep
+
+    backend_for_sweep(sweep_id).stop(sweep_id)
+    _err(f"stopped {sweep_id}: no new runs; running runs end at their next evaluation")
+
+
+def main() -> None:
+    import click
+
+    try:
+        code = app(standalone_mode=False)
+    except IgniteSweepError as exc:
+        _err(f"error: {exc}")
+        sys.exit(1)
+    except click.exceptions.Abort:
+        _err("aborted")
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
