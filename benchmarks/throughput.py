@@ -41,9 +41,7 @@ def write_mnist(root: Path, train_size: int, val_size: int) -> None:
         big = F.pad(F.interpolate(small, size=(20, 20), mode="bilinear"), (4, 4, 4, 4)) / 16 * 255
         images = big.clamp(0, 255).squeeze(1).numpy().astype(np.uint8)
         labels = digits.target[idx].astype(np.uint8)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes()
-        )
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes())
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + labels.tobytes())
 
 
@@ -77,9 +75,7 @@ def ignite_sweep_pipeline(root: Path, epochs: int) -> float:
     from ignite_sweep.config import TrainConfig
     from ignite_sweep.train import train
 
-    cfg = TrainConfig.from_dict(
-        {"dataset": "mnist", "data_dir": str(root), "download": False, "epochs": epochs}
-    )
+    cfg = TrainConfig.from_dict({"dataset": "mnist", "data_dir": str(root), "download": False, "epochs": epochs})
     return float(train(cfg)["samples_per_s"])
 
 
@@ -118,8 +114,7 @@ def main() -> None:
         os.environ.setdefault("WANDB_DIR", tmp)
         write_mnist(root, args.train_size, 2000)
         print(
-            f"device={device} threads={torch.get_num_threads()} "
-            f"train_size={args.train_size} epochs={args.epochs}",
+            f"device={device} threads={torch.get_num_threads()} train_size={args.train_size} epochs={args.epochs}",
             file=sys.stderr,
         )
         results = {"seed": 0.0, "ignite_sweep": 0.0, "plain": 0.0}

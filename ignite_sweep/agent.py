@@ -24,11 +24,11 @@ def warm_up() -> None:
         warnings.simplefilter("ignore")
         import ignite.engine  # noqa: F401
         import ignite.handlers  # noqa: F401
-        import sweeps  # noqa: F401
         import torch  # noqa: F401
         import wandb
 
         import ignite_sweep.train  # noqa: F401
+        import sweeps  # noqa: F401
 
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")  # the agent prints one line per run instead
@@ -87,8 +87,13 @@ class Interrupts:
                 signal.signal(s, handler)
 
 
-def run_in_child(target: Callable[[], int], interrupts: Interrupts, on_start: Callable[[int], None],
-                 tick: Callable[[], None] | None = None, tick_s: float = 1.0) -> ChildExit:
+def run_in_child(
+    target: Callable[[], int],
+    interrupts: Interrupts,
+    on_start: Callable[[int], None],
+    tick: Callable[[], None] | None = None,
+    tick_s: float = 1.0,
+) -> ChildExit:
     """Fork, run ``target`` in the child (its return value is the exit code), wait for it."""
     sys.stdout.flush()
     sys.stderr.flush()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -31,12 +31,10 @@ BackendOpt = Annotated[
         "else local.",
     ),
 ]  # fmt: skip
-ProjectOpt = Annotated[Optional[str], typer.Option(help="W&B project (default: the YAML's, else ignite-sweep).")]
-EntityOpt = Annotated[Optional[str], typer.Option(help="W&B entity (default: your W&B default entity).")]
-CountOpt = Annotated[Optional[int], typer.Option(min=1, help="Run at most this many runs, then exit.")]
-FailuresOpt = Annotated[
-    int, typer.Option(min=1, help="Exit after this many runs in a row failed or crashed.")
-]
+ProjectOpt = Annotated[str | None, typer.Option(help="W&B project (default: the YAML's, else ignite-sweep).")]
+EntityOpt = Annotated[str | None, typer.Option(help="W&B entity (default: your W&B default entity).")]
+CountOpt = Annotated[int | None, typer.Option(min=1, help="Run at most this many runs, then exit.")]
+FailuresOpt = Annotated[int, typer.Option(min=1, help="Exit after this many runs in a row failed or crashed.")]
 SweepIdArg = Annotated[str, typer.Argument(help="local/<id> or entity/project/<id>, as `create` printed.")]
 
 

@@ -85,8 +85,7 @@ class TrainConfig:
             raise ConfigError("hyperparameter 'nesterov': needs optimizer 'sgd' and momentum > 0")
         if self.lr_schedule == "warmup-cosine" and self.warmup_epochs >= self.epochs:
             raise ConfigError(
-                f"hyperparameter 'warmup_epochs': got {self.warmup_epochs}, allowed: less than epochs "
-                f"({self.epochs})"
+                f"hyperparameter 'warmup_epochs': got {self.warmup_epochs}, allowed: less than epochs ({self.epochs})"
             )
         check_registered("dataset", self.dataset)
         check_registered("model", self.model)
@@ -205,6 +204,8 @@ def coerce(key: str, value: Any, typ: Any) -> Any:
 
 def unknown_key_message(key: str, known: Mapping[str, Any] | list[str], what: str) -> str:
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    if not close:  # 'lr_rate' -> 'lr': a known name that the key starts with
+        close = sorted((k for k in known if key.startswith(k) or k.startswith(key)), key=len, reverse=True)
     hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
     return f"unknown {what} '{key}'; {hint}"
 
@@ -246,43 +247,50 @@ def validate_sweep(config: Any, source: str = "sweep config") -> dict[str, Any]:
     method = config.get("method")
     if method not in METHODS:
         raise ConfigError(f"{source}: key 'method': got {method!r}, allowed: {' | '.join(METHODS)}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import sweeps
-
-        violations = sweeps.schema_violations_from_proposed_config(config)
-    if violations:
-        raise ConfigError(f"{source}: {violations[0]}")
     parameters = config.get("parameters")
     if not isinstance(parameters, dict) or not parameters:
         raise ConfigError(f"{source}: key 'parameters': needs at least one hyperparameter")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    fixed = {k: v["value"] for k, v in parameters.items() if isinstance(v, dict) and "value" in v}
     for name, spec in parameters.items():
-        key = f"parameters.{name}"
         if name not in known:
             raise ConfigError(f"{source}: {unknown_key_message(name, sorted(known), what='parameter')}")
         if not isinstance(spec, dict):
-            raise ConfigError(f"{source}: key '{key}': expected a mapping such as {{value: ...}} or {{values: [...]}}")
+            raise ConfigError(
+                f"{source}: key 'parameters.{name}': expected a mapping such as {{value: ...}} or {{values: [...]}}"
+            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import sweeps
+
+        try:
+            violations = sweeps.schema_violations_from_proposed_config(config)
+        except Exception as exc:  # noqa: BLE001 - the engine raises plain ValueErrors on some shapes
+            violations = [str(exc).splitlines()[0]]
+    if violations:
+        raise ConfigError(f"{source}: {violations[0]}")
+
+    def check(values: dict[str, Any]) -> None:
+        try:
+            TrainConfig.from_dict(values)
+        except ConfigError as exc:
+            message = str(exc).replace("hyperparameter '", "key 'parameters.", 1)
+            raise ConfigError(f"{source}: {message}") from None
+
+    fixed = {k: v["value"] for k, v in parameters.items() if "value" in v}
+    check(fixed)
+    for name, spec in parameters.items():
         candidates = list(spec.get("values", []))
-        if "value" in spec:
-            candidates.append(spec["value"])
         if spec.get("distribution", "uniform" if "min" in spec else None) in _RANGE_DISTRIBUTIONS:
             candidates += [spec[b] for b in ("min", "max") if b in spec]
         for value in candidates:
-            try:
-                TrainConfig.from_dict({**fixed, name: value})
-            except ConfigError as exc:
-                raise ConfigError(f"{source}: key '{key}': {str(exc).split(': ', 1)[1]}") from None
+            check({**fixed, name: value})
     metric = config.get("metric")
     if metric is not None:
         name = metric.get("name")
         if name not in LOGGED_METRICS:
             close = difflib.get_close_matches(str(name), list(LOGGED_METRICS), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(
-                f"{source}: key 'metric.name': got {name!r}, allowed: {' | '.join(LOGGED_METRICS)}{hint}"
-            )
+            raise ConfigError(f"{source}: key 'metric.name': got {name!r}, allowed: {' | '.join(LOGGED_METRICS)}{hint}")
     needs_metric = method == "bayes" or "early_terminate" in config or "target" in (metric or {})
     if needs_metric and metric is None:
         raise ConfigError(f"{source}: key 'metric': method {method} and early_terminate need a metric to optimise")

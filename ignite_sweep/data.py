@@ -153,8 +153,7 @@ def _torchvision(class_name: str, name: str, mean: list[float], std: list[float]
                 except Exception as failure:  # noqa: BLE001 - any network error ends the same way
                     reason = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
                     raise DataError(
-                        f"dataset '{name}': not found in {where} and the download failed ({reason}); "
-                        f"put {files} there"
+                        f"dataset '{name}': not found in {where} and the download failed ({reason}); put {files} there"
                     ) from failure
 
         def tensors(split: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,9 +170,7 @@ def _torchvision(class_name: str, name: str, mean: list[float], std: list[float]
     return factory
 
 
-_MNIST_FILES = (
-    "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
-)
+_MNIST_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,

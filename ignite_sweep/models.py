@@ -114,7 +114,5 @@ def build_model(
     factory = import_factory(name, "model") if ":" in name else MODELS[name]
     model = factory(in_channels=in_channels, image_size=image_size, num_classes=num_classes, dropout=dropout)
     if not isinstance(model, nn.Module):
-        raise ConfigError(
-            f"hyperparameter 'model': '{name}' returned {type(model).__name__}, not an nn.Module"
-        )
+        raise ConfigError(f"hyperparameter 'model': '{name}' returned {type(model).__name__}, not an nn.Module")
     return model

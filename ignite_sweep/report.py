@@ -6,7 +6,13 @@ from typing import Any
 
 from ignite_sweep.backends.base import RunRecord, SweepRecord
 
-STATE_STYLE = {"running": "cyan", "finished": "green", "stopped": "yellow", "failed": "red", "crashed": "magenta"}
+STATE_STYLE = {
+    "running": "cyan",
+    "finished": "green",
+    "stopped": "yellow",
+    "failed": "red",
+    "crashed": "magenta",
+}
 
 
 def swept_names(sweep: SweepRecord, runs: list[RunRecord]) -> list[str]:
@@ -63,7 +69,12 @@ def status_table(sweep: SweepRecord, runs: list[RunRecord], best: RunRecord | No
         row += [fmt(run.config.get(n)) for n in names]
         if metric:
             row.append(fmt(run.metric(metric)))
-        row += [fmt(run.summary.get("epochs_completed")), fmt_runtime(run.runtime_s), fmt(run.slot), run.error or ""]
+        row += [
+            fmt(run.summary.get("epochs_completed")),
+            fmt_runtime(run.runtime_s),
+            fmt(run.slot),
+            run.error or "",
+        ]
         table.add_row(*row, style="bold" if is_best else None)
     if best is not None:
         table.caption = f"* best run: {best.id} ({metric} = {fmt(best.metric(metric or ''))})"

@@ -120,9 +120,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed).to(device)
-    model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes, cfg.dropout).to(
-        device
-    )
+    model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes, cfg.dropout).to(device)
     optimizer = build_optimizer(cfg, model)
     train_batches = TensorBatches(data.train_x, data.train_y, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_batches = TensorBatches(data.val_x, data.val_y, cfg.val_batch_size, shuffle=False)
@@ -335,9 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    metrics = ", ".join(
-        f"{k}={summary[k]:.4f}" for k in ("val/accuracy", "val/loss") if summary.get(k) is not None
-    )
+    metrics = ", ".join(f"{k}={summary[k]:.4f}" for k in ("val/accuracy", "val/loss") if summary.get(k) is not None)
     print(f"{summary['status']} after {summary['epochs_completed']} epochs: {metrics}")
     return 0 if summary["status"] != "diverged" else 2
 

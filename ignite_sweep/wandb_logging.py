@@ -34,9 +34,7 @@ def start_run(cfg: TrainConfig) -> tuple[Any, bool]:
         missing = {k: v for k, v in cfg.to_dict().items() if k not in wandb.run.config}
         wandb.run.config.update(missing)
         return wandb.run, False
-    run = wandb.init(
-        project=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT), config=cfg.to_dict(), job_type="train"
-    )
+    run = wandb.init(project=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT), config=cfg.to_dict(), job_type="train")
     return run, True
 
 

@@ -16,9 +16,7 @@ def write_idx(raw: Path, prefix: str, n: int, rng: np.random.Generator) -> np.nd
     images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, size=n, dtype=np.uint8)
     raw.mkdir(parents=True, exist_ok=True)
-    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-        struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes()
-    )
+    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes())
     (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + labels.tobytes())
     return labels
 

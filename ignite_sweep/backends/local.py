@@ -139,8 +139,13 @@ class LocalBackend(Backend):
     def sweeps(self) -> list[SweepRecord]:
         return [
             SweepRecord(
-                id=f"local/{r['id']}", name=r["name"], method=r["config"]["method"], state=r["state"],
-                config=r["config"], reason=r["reason"], n_runs=r["n_runs"],
+                id=f"local/{r['id']}",
+                name=r["name"],
+                method=r["config"]["method"],
+                state=r["state"],
+                config=r["config"],
+                reason=r["reason"],
+                n_runs=r["n_runs"],
             )  # fmt: skip
             for r in self.store.sweeps()
         ]
@@ -152,9 +157,14 @@ class LocalBackend(Backend):
             end = row["ended_at"] or (time.time() if row["state"] == "running" else None)
             records.append(
                 RunRecord(
-                    id=row["id"], state=row["state"], config=row["config"], summary=row["summary"],
-                    error=row["error"], runtime_s=(end - row["started_at"]) if end else None,
-                    slot=row["slot"], history=row["history"],
+                    id=row["id"],
+                    state=row["state"],
+                    config=row["config"],
+                    summary=row["summary"],
+                    error=row["error"],
+                    runtime_s=(end - row["started_at"]) if end else None,
+                    slot=row["slot"],
+                    history=row["history"],
                 )  # fmt: skip
             )
         return records
@@ -314,7 +324,11 @@ class LocalBackend(Backend):
             store.end_run(run_id, "stopped", error="interrupted")
             return _finish(wandb_run, 1)
         except Exception as exc:  # noqa: BLE001 - any error in a run fails that run only
-            store.end_run(run_id, "failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            store.end_run(
+                run_id,
+                "failed",
+                error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            )
             return _finish(wandb_run, 1)
         finally:
             stop_beating.set()

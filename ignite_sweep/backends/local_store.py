@@ -162,8 +162,7 @@ class LocalStore:
 
     def append_history(self, db: sqlite3.Connection, run_id: str, metrics: dict[str, Any]) -> None:
         db.execute(
-            "INSERT INTO history (run_id, idx, metrics) "
-            "VALUES (?, (SELECT COUNT(*) FROM history WHERE run_id = ?), ?)",
+            "INSERT INTO history (run_id, idx, metrics) VALUES (?, (SELECT COUNT(*) FROM history WHERE run_id = ?), ?)",
             (run_id, run_id, json.dumps(metrics)),
         )
         db.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (time.time(), run_id))

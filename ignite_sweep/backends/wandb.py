@@ -107,8 +107,12 @@ class WandbBackend(Backend):
                 state = "stopped"
             records.append(
                 RunRecord(
-                    id=run.id, state=state, config={k: v for k, v in dict(run.config).items() if not k.startswith("_")},
-                    summary=summary, error=summary.get("error"), runtime_s=summary.get("_runtime"),
+                    id=run.id,
+                    state=state,
+                    config={k: v for k, v in dict(run.config).items() if not k.startswith("_")},
+                    summary=summary,
+                    error=summary.get("error"),
+                    runtime_s=summary.get("_runtime"),
                 )  # fmt: skip
             )
         return records[::-1]  # the API lists newest first

@@ -1,0 +1,223 @@
+"""The local backend with real agent processes, a real SQLite file and real training on digits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import offline_runs
+from sweep_helpers import FAST, cli, create, start_agent, store_runs, sweep_file, wait_for
+from wandb_records import run_file, summary
+
+from ignite_sweep.backends.local import LocalBackend, next_params, runs_to_stop
+from ignite_sweep.backends.local_store import LocalStore
+from ignite_sweep.config import validate_sweep
+
+
+def test_two_agents_share_a_grid_each_point_once(offline_wandb: Path) -> None:
+    path = sweep_file(offline_wandb, parameters={"lr": {"values": [0.01, 0.02, 0.03]},
+                                                 "batch_size": {"values": [64, 128]}})  # fmt: skip
+    sweep_id = create(path)
+    agents = [start_agent(sweep_id) for _ in range(2)]
+    outputs = [a.communicate(timeout=300) for a in agents]
+    assert [a.returncode for a in agents] == [0, 0], outputs
+    runs = store_runs(sweep_id)
+    points = Counter((r["config"]["lr"], r["config"]["batch_size"]) for r in runs)
+    assert len(runs) == 6 and set(points.values()) == {1} and len(points) == 6
+    assert all(r["state"] == "finished" and r["summary"]["val/accuracy"] > 0 for r in runs)
+    assert all(r["pid"] for r in runs) and len({r["pid"] for r in runs}) == 6  # one child process per run
+    assert len(offline_runs(offline_wandb)) == 6
+
+
+def test_two_agents_never_pass_run_cap(offline_wandb: Path) -> None:
+    path = sweep_file(offline_wandb, method="random", run_cap=5,
+                      parameters={"lr": {"distribution": "log_uniform_values", "min": 0.005, "max": 0.05}})  # fmt: skip
+    sweep_id = create(path)
+    agents = [start_agent(sweep_id) for _ in range(2)]
+    for agent in agents:
+        _, err = agent.communicate(timeout=300)
+        assert agent.returncode == 0, err
+        assert "run_cap 5 reached" in err
+    runs = store_runs(sweep_id)
+    assert len(runs) == 5 and {r["state"] for r in runs} == {"finished"}
+    assert len({r["config"]["lr"] for r in runs}) == 5
+
+
+def _rows(points: list[tuple[float, float]]) -> list[dict]:
+    return [
+        {"id": f"r{i}", "state": "finished", "config": {"lr": x}, "summary": {"val/accuracy": y},
+         "history": [{"val/accuracy": y}], "search_info": None}
+        for i, (x, y) in enumerate(points)
+    ]  # fmt: skip
+
+
+def test_bayes_suggestions_follow_earlier_results() -> None:
+    config = validate_sweep({
+        "method": "bayes", "metric": {"name": "val/accuracy", "goal": "maximize"},
+        "parameters": {"lr": {"distribution": "uniform", "min": 0.0001, "max": 1.0}},
+    })  # fmt: skip
+    xs = [0.05, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9]
+    rising = _rows([(x, x) for x in xs])  # higher lr was better
+    falling = _rows([(x, 1 - x) for x in xs])  # lower lr was better
+    up = [next_params(config, rising)[0]["lr"] for _ in range(3)]
+    down = [next_params(config, falling)[0]["lr"] for _ in range(3)]
+    assert min(up) > 0.6 and max(down) < 0.4, (up, down)
+
+
+def test_hyperband_stops_a_poor_run_early(offline_wandb: Path) -> None:
+    path = sweep_file(
+        offline_wandb,
+        early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2},
+        parameters={"epochs": {"value": 3}, "lr": {"values": [0.05, 0.04, 1e-7]}},
+    )
+    sweep_id = create(path)
+    result = cli("agent", sweep_id)
+    assert result.returncode == 0, result.stderr
+    runs = store_runs(sweep_id)
+    assert [r["state"] for r in runs] == ["finished", "finished", "stopped"]
+    stopped = runs[2]
+    assert stopped["summary"]["epochs_completed"] == 1 and len(stopped["history"]) == 1
+    assert runs[0]["summary"]["epochs_completed"] == 3
+    (run_dir,) = [d for d in offline_runs(offline_wandb) if d.name.endswith(stopped["id"])]
+    final = summary(run_file(run_dir))  # run_file waits for the exit record: the W&B run was finished
+    assert final["status"] == "stopped" and final["epochs_completed"] == 1
+
+
+def test_kill_9_of_a_trial_marks_it_crashed_and_runs_its_config_again(offline_wandb: Path) -> None:
+    path = sweep_file(offline_wandb, parameters={"epochs": {"value": 3}, "lr": {"values": [0.01, 0.02]}})
+    sweep_id = create(path)
+    agent = start_agent(sweep_id)
+    first = wait_for(lambda: next((r for r in store_runs(sweep_id) if r["state"] == "running" and r["pid"]
+                                   and r["run_dir"]), None), what="a running trial")  # fmt: skip
+    os.kill(first["pid"], signal.SIGKILL)
+    _, err = agent.communicate(timeout=300)
+    assert agent.returncode == 0, err
+    runs = store_runs(sweep_id)
+    crashed = [r for r in runs if r["state"] == "crashed"]
+    assert len(crashed) == 1 and crashed[0]["id"] == first["id"]
+    assert crashed[0]["error"] == "process killed by SIGKILL"
+    retry = next(r for r in runs if r["retry_of"] == first["id"])
+    assert retry["config"] == first["config"] and retry["state"] == "finished" and retry["attempt"] == 1
+    assert sorted(r["config"]["lr"] for r in runs if r["state"] == "finished") == [0.01, 0.02]
+
+
+def test_a_failing_run_is_recorded_and_the_next_ones_go_on(offline_wandb: Path) -> None:
+    path = sweep_file(offline_wandb, parameters={"model": {"values": ["no_such_module:build", "net"]}})
+    sweep_id = create(path)
+    result = cli("agent", sweep_id)
+    assert result.returncode == 0, result.stderr
+    states = {r["config"]["model"]: (r["state"], r["error"]) for r in store_runs(sweep_id)}
+    assert states["net"] == ("finished", None)
+    assert states["no_such_module:build"][0] == "failed"
+    assert "cannot import module 'no_such_module'" in states["no_such_module:build"][1]
+    status = json.loads(cli("status", sweep_id, "--json").stdout)
+    failed = next(r for r in status["runs"] if r["state"] == "failed")
+    assert "no_such_module" in failed["error"]
+    table = cli("status", sweep_id).stdout
+    assert "failed" in table and "cannot import module" in table.replace("\n", " ").replace("│", "")
+
+
+def test_max_consecutive_failures_stops_the_agent(offline_wandb: Path) -> None:
+    path = sweep_file(offline_wandb, parameters={"model": {"values": ["nope_a:x", "nope_b:x", "nope_c:x"]}})
+    sweep_id = create(path)
+    result = cli("agent", sweep_id, "--max-consecutive-failures", "2")
+    assert result.returncode == 1
+    assert "2 runs in a row failed" in result.stderr.strip().splitlines()[-1]
+    assert len(store_runs(sweep_id)) == 2
+
+
+def test_stop_ends_the_running_run_gracefully(offline_wandb: Path) -> None:
+    path = sweep_file(offline_wandb, parameters={"epochs": {"value": 20}, "lr": {"values": [0.01, 0.02]}})
+    sweep_id = create(path)
+    agent = start_agent(sweep_id)
+    wait_for(lambda: any(r["history"] for r in store_runs(sweep_id)), what="a first evaluation")
+    result = cli("stop", sweep_id)
+    assert result.returncode == 0, result.stderr
+    _, err = agent.communicate(timeout=120)
+    assert agent.returncode == 0, err
+    runs = store_runs(sweep_id)
+    assert len(runs) == 1 and runs[0]["state"] == "stopped" and runs[0]["summary"]["epochs_completed"] < 20
+    assert "sweep is stopped" in err or "stopped by user" in err
+
+
+def test_sigint_to_the_agent_stops_gracefully(offline_wandb: Path) -> None:
+    path = sweep_file(offline_wandb, parameters={"epochs": {"value": 20}, "lr": {"values": [0.01, 0.02]}})
+    sweep_id = create(path)
+    agent = start_agent(sweep_id)
+    wait_for(lambda: any(r["history"] for r in store_runs(sweep_id)), what="a first evaluation")
+    agent.send_signal(signal.SIGINT)
+    _, err = agent.communicate(timeout=120)
+    assert agent.returncode == 130, err
+    (run,) = store_runs(sweep_id)
+    assert run["state"] == "stopped" and run["summary"]["status"] == "stopped"
+
+
+def test_stale_heartbeat_is_reaped_and_retried(offline_wandb: Path) -> None:
+    store = LocalStore(offline_wandb / "hb.db")
+    backend = LocalBackend(store)
+    backend.heartbeat_timeout_s = 5
+    config = validate_sweep({"method": "grid", "parameters": {"lr": {"values": [0.1, 0.2]}, **FAST}})
+    sweep_id = backend.create(config)
+    first, _ = backend.claim(sweep_id)
+    store.conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (time.time() - 60, first["id"]))
+    retry, _ = backend.claim(sweep_id)  # its agent died with it: no heartbeat for 60 s
+    crashed = store.run(first["id"])
+    assert crashed["state"] == "crashed" and "no heartbeat" in crashed["error"]
+    assert retry["retry_of"] == first["id"] and retry["config"] == first["config"]
+    second, _ = backend.claim(sweep_id)
+    assert second["config"]["lr"] != first["config"]["lr"] and second.get("retry_of") is None
+
+
+def test_retries_are_bounded(offline_wandb: Path) -> None:
+    backend = LocalBackend(LocalStore(offline_wandb / "r.db"))
+    config = validate_sweep({"method": "grid", "parameters": {"lr": {"values": [0.1]}, **FAST}})
+    sweep_id = backend.create(config)
+    claimed = []
+    while True:
+        run, reason = backend.claim(sweep_id)
+        if run is None:
+            break
+        claimed.append(run)
+        backend.store.end_run(run["id"], "crashed", error="test")
+    assert len(claimed) == 3 and reason == "every grid point has run"  # the first try and 2 retries
+
+
+def test_metric_target_finishes_the_sweep(offline_wandb: Path) -> None:
+    backend = LocalBackend(LocalStore(offline_wandb / "t.db"))
+    config = validate_sweep({"method": "random", "metric": {"name": "val/accuracy", "goal": "maximize",
+                             "target": 0.9}, "parameters": {"lr": {"min": 0.01, "max": 0.1}, **FAST}})  # fmt: skip
+    sweep_id = backend.create(config)
+    run, _ = backend.claim(sweep_id)
+    backend.store.end_run(run["id"], "finished", {"val/accuracy": 0.95})
+    assert backend.claim(sweep_id) == (None, "metric target 0.9 reached")
+    assert backend.sweep(sweep_id).state == "finished"
+
+
+def test_hyperband_decision_is_the_engines() -> None:
+    config = validate_sweep({
+        "method": "grid", "metric": {"name": "val/accuracy", "goal": "maximize"},
+        "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2},
+        "parameters": {"lr": {"values": [0.1, 0.2, 0.3]}},
+    })  # fmt: skip
+    rows = _rows([(0.1, 0.9), (0.2, 0.9)]) + [
+        {
+            "id": "bad",
+            "state": "running",
+            "config": {"lr": 0.3},
+            "summary": {},
+            "history": [{"val/accuracy": 0.1}],
+        }
+    ]
+    assert runs_to_stop(config, rows) == ["bad"]
+    assert runs_to_stop({k: v for k, v in config.items() if k != "early_terminate"}, rows) == []
+
+
+@pytest.mark.parametrize("sweep_id", ["local/zzzzzzzz", "nonsense"])
+def test_unknown_sweep_is_one_line(sweep_id: str) -> None:
+    result = cli("status", sweep_id)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
