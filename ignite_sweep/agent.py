@@ -6,6 +6,7 @@ CUDA, so forking a child per run is cheap and a crash, OOM or segfault ends only
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -124,6 +125,13 @@ def run_in_child(
                 tick()
                 last_tick = time.monotonic()
             time.sleep(0.05)
+    except BaseException:
+        # Our wait was interrupted (W&B's agent stops a run by raising in this thread): stop the run the
+        # graceful way and wait for it to record its end.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+        raise
     finally:
         interrupts.children.discard(pid)
     if os.WIFSIGNALED(status):

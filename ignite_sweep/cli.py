@@ -98,8 +98,8 @@ def agent(
 ) -> None:
     """Run the sweep's runs until it is exhausted, --count is reached, it is stopped, or Ctrl-C.
 
-    Ctrl-C once stops gracefully (the running run ends through engine.terminate() and is recorded
-    'stopped'); twice kills it.
+    Ctrl-C once stops gracefully: the running run ends through engine.terminate() and is recorded
+    'stopped'. Twice kills it.
     """
     _agent(sweep_id, count, max_consecutive_failures)
 

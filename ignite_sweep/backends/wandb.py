@@ -8,6 +8,7 @@ training; W&B stops such a run with SIGTERM, which train() turns into a graceful
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -71,12 +72,19 @@ class WandbBackend(Backend):
                   slot: str | None = None, echo: Callable[[str], None] | None = None) -> AgentResult:  # fmt: skip
         import wandb
 
+        from ignite_sweep.agent import Interrupts, run_in_child
+
         entity, project, sid = split_id(sweep_id)
         done = {"runs": 0}
+        say = echo or (lambda line: print(line, file=sys.stderr))
 
         def function() -> None:
+            # Each run in its own child process: a crash ends only that run, and W&B's stop (an exception
+            # raised into this thread) becomes a SIGTERM that the run turns into engine.terminate().
             done["runs"] += 1
-            trial()
+            outcome = run_in_child(lambda: 0 if trial() is not None else 1, Interrupts(), on_start=lambda pid: None)
+            if not outcome.ok:
+                say(f"run {os.environ.get('WANDB_RUN_ID', '?')}: {outcome.describe()}")
 
         wandb.agent(sid, function=function, entity=entity, project=project, count=count)
         return AgentResult(runs=done["runs"], reason="wandb agent finished")
