@@ -94,7 +94,7 @@ def test_agent_trains_each_run_from_wandb_config(offline_wandb: Path) -> None:
     assert result.runs == 2
     runs = offline_runs(offline_wandb)
     assert sorted(d.name[-8:] for d in runs) == ["wbrun000", "wbrun001"]
-    for run_dir, params in zip(sorted(runs, key=lambda d: d.name[-8:]), suggestions):
+    for run_dir, params in zip(sorted(runs, key=lambda d: d.name[-8:]), suggestions, strict=True):
         final = summary(run_file(run_dir))
         assert final["status"] == "finished" and final["val/accuracy"] > 0.5
         (run_record,) = [r for r in records(run_file(run_dir)) if r.WhichOneof("record_type") == "run"]
