@@ -199,8 +199,22 @@ def import_factory(spec: str, kind: str) -> Callable[..., Any]:
     return factory
 
 
+_CACHE: dict[tuple[str, str, int], Dataset] = {}
+
+
 def load_dataset(name: str, data_dir: str, download: bool = True, seed: int = 0) -> Dataset:
-    """Build the named (or user) dataset on the CPU; callers move it to the device with ``.to()``."""
+    """Build the named (or user) dataset on the CPU; callers move it to the device with ``.to()``.
+
+    Results are kept for the life of the process: an agent preloads the sweep's dataset once and every
+    forked run inherits it (copy-on-write) instead of reading and normalising it again.
+    """
+    key = (name, str(Path(data_dir).expanduser().resolve()), seed if ":" in name else 0)
+    if key not in _CACHE:
+        _CACHE[key] = _build(name, data_dir, download, seed)
+    return _CACHE[key]
+
+
+def _build(name: str, data_dir: str, download: bool, seed: int) -> Dataset:
     factory = import_factory(name, "dataset") if ":" in name else DATASETS[name]
     result = factory(data_dir=data_dir, download=download, seed=seed)
     if isinstance(result, Dataset):

@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,10 +100,11 @@ def attach_lr_schedule(trainer: Any, optimizer: Any, cfg: TrainConfig, epoch_len
     trainer.add_event_handler(Events.ITERATION_STARTED, cosine)
 
 
-def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -> dict[str, Any]:
     """Train one model as ``cfg`` says, log it to W&B and return the run's summary.
 
     Inside a W&B agent the active run is reused; otherwise a run is started (and finished here).
+    ``run`` may be a wandb run, or a Future of one started while the data loads (the local agent does so).
     The summary has ``status`` (finished | early-stopped | diverged | stopped), ``epochs_completed``,
     ``best/val/accuracy``, ``best/val/loss``, the last ``val/*`` metrics and ``train_time_s``.
     """
@@ -168,7 +170,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     trainer.add_event_handler(Events.COMPLETED, evaluate)  # a run stopped mid-epoch still gets its metrics
 
     # W&B handlers log first, then the handlers below read the same metrics
-    run, owned = start_run(cfg)
+    run, owned = start_run(cfg, run.result() if hasattr(run, "result") else run)
     attach_wandb(trainer, evaluator, model, optimizer, cfg.log_interval)
 
     @evaluator.on(Events.COMPLETED)
@@ -221,6 +223,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
 
     stop = StopSignal()
     summary: dict[str, Any] = {}
+    started = time.perf_counter()
     try:
         with stop.installed():
             trainer.run(train_batches, max_epochs=cfg.epochs)
@@ -236,6 +239,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
             **state["last"],
             "iterations": trainer.state.iteration,
             "train_time_s": train_time,
+            "run_time_s": time.perf_counter() - started,  # training and evaluation
             "samples_per_s": trainer.state.iteration * cfg.batch_size / train_time if train_time else 0.0,
         }
         best_file = Path(checkpoint.last_checkpoint) if checkpoint.last_checkpoint else None

@@ -26,14 +26,15 @@ if TYPE_CHECKING:
 DEFAULT_PROJECT = "ignite-sweep"
 
 
-def start_run(cfg: TrainConfig) -> tuple[Any, bool]:
-    """Reuse the active run (inside an agent) or start one. Returns (run, whether we own it)."""
+def start_run(cfg: TrainConfig, run: Any = None) -> tuple[Any, bool]:
+    """Reuse the given or active run (inside an agent) or start one. Returns (run, whether we own it)."""
     import wandb
 
-    if wandb.run is not None:
-        missing = {k: v for k, v in cfg.to_dict().items() if k not in wandb.run.config}
-        wandb.run.config.update(missing)
-        return wandb.run, False
+    run = run if run is not None else wandb.run
+    if run is not None:
+        missing = {k: v for k, v in cfg.to_dict().items() if k not in run.config}
+        run.config.update(missing)
+        return run, False
     run = wandb.init(project=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT), config=cfg.to_dict(), job_type="train")
     return run, True
 

@@ -93,7 +93,7 @@ def test_kill_9_of_a_trial_marks_it_crashed_and_runs_its_config_again(offline_wa
     sweep_id = create(path)
     agent = start_agent(sweep_id)
     first = wait_for(lambda: next((r for r in store_runs(sweep_id) if r["state"] == "running" and r["pid"]
-                                   and r["run_dir"]), None), what="a running trial")  # fmt: skip
+                                   and r["history"]), None), what="a running trial")  # fmt: skip
     os.kill(first["pid"], signal.SIGKILL)
     _, err = agent.communicate(timeout=300)
     assert agent.returncode == 0, err

@@ -86,6 +86,13 @@ def test_create_registers_the_config_with_a_command(api: Any) -> None:
     assert config["command"] == SWEEP_COMMAND and config["parameters"] == CONFIG["parameters"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # These agents fork from the pytest process, whose OpenMP pool earlier tests started; a forked child
+    # that enters that pool can deadlock. A real agent process never computes before it forks.
+    monkeypatch.setenv("IGNITE_SWEEP_THREADS", "1")
+
+
 def test_agent_trains_each_run_from_wandb_config(offline_wandb: Path) -> None:
     suggestions = [{"lr": 0.05}, {"lr": 0.02}]
     with mock.patch.object(wandb, "agent", autospec=True, side_effect=fake_agent(offline_wandb, suggestions)) as agent:

@@ -16,6 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ignite_sweep.agent import Interrupts, run_in_child, warm_up
@@ -102,6 +103,30 @@ def eval_metric(config: dict[str, Any]) -> str | None:
     name = (config.get("metric") or {}).get("name", "")
     name = name.removeprefix("best/")
     return name if name in ("val/accuracy", "val/loss") else None
+
+
+def preload_dataset(config: dict[str, Any], say: Callable[[str], None]) -> None:
+    """Load a sweep's fixed dataset once in the agent; forked runs inherit it instead of loading it again."""
+    from ignite_sweep.config import TrainConfig
+    from ignite_sweep.data import load_dataset
+
+    fixed = {k: v["value"] for k, v in config.get("parameters", {}).items() if "value" in v}
+    if "dataset" not in fixed or any(isinstance(v.get("values"), list) for k, v in config["parameters"].items()
+                                     if k in ("dataset", "data_dir", "seed")):  # fmt: skip
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # no OpenMP thread pool in the agent: a forked child could deadlock on it
+    try:
+        cfg = TrainConfig.from_dict(
+            {k: v for k, v in fixed.items() if k in ("dataset", "data_dir", "download", "seed")}
+        )
+        load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed)
+    except IgniteSweepError as exc:
+        say(f"could not preload the dataset, each run will try itself: {exc}")
+    finally:
+        os.environ.setdefault("IGNITE_SWEEP_THREADS", str(threads))
 
 
 # ---------------------------------------------------------------- the backend
@@ -243,6 +268,7 @@ class LocalBackend(Backend):
         say = echo or (lambda line: print(line, file=sys.stderr))
         sweep = self.sweep(sweep_id)
         warm_up()
+        preload_dataset(sweep.config, say)
         interrupts = Interrupts()
         states: dict[str, int] = {}
         done, failures, reason = 0, 0, ""
@@ -287,11 +313,13 @@ class LocalBackend(Backend):
 
     def _trial(self, sweep: SweepRecord, run: dict[str, Any]) -> int:
         """In the forked child: train one run, log it offline, record how it ended. Returns the exit code."""
+        import torch
         import wandb
 
         from ignite_sweep.config import TrainConfig
         from ignite_sweep.train import train
 
+        torch.set_num_threads(int(os.environ.get("IGNITE_SWEEP_THREADS", torch.get_num_threads())))
         store = LocalStore(self.store.path)  # never share a connection across fork
         child = LocalBackend(store)
         run_id = run["id"]
@@ -304,32 +332,33 @@ class LocalBackend(Backend):
             own.close()
 
         threading.Thread(target=beat, daemon=True, name="ignite-sweep-heartbeat").start()
-        wandb_run = None
+        starting: Future | None = None
         try:
             values = dict(run["config"])
             metric = eval_metric(sweep.config)
             if metric and "metric" not in values:
                 values["metric"] = metric
             cfg = TrainConfig.from_dict(values)
-            wandb_run = wandb.init(
-                id=run_id, project=self._project(sweep), group=sweep.name, job_type="sweep-run",
+            # wandb.init (about half a second) runs while train() loads the data and builds the model.
+            starting = ThreadPoolExecutor(1).submit(
+                wandb.init, id=run_id, project=self._project(sweep), group=sweep.name, job_type="sweep-run",
                 tags=[f"local-sweep-{short_id(sweep.id)}"], config=run["config"],
             )  # fmt: skip
-            store.heartbeat(run_id, run_dir=os.path.dirname(wandb_run.dir))
-            summary = train(cfg, reporter=lambda metrics: child.report(run_id, metrics))
+            summary = train(cfg, reporter=lambda metrics: child.report(run_id, metrics), run=starting)
+            store.heartbeat(run_id, run_dir=os.path.dirname(starting.result().dir))
         except IgniteSweepError as exc:
             store.end_run(run_id, "failed", error=str(exc))
-            return _finish(wandb_run, 1)
+            return _finish(starting, 1)
         except KeyboardInterrupt:
             store.end_run(run_id, "stopped", error="interrupted")
-            return _finish(wandb_run, 1)
+            return _finish(starting, 1)
         except Exception as exc:  # noqa: BLE001 - any error in a run fails that run only
             store.end_run(
                 run_id,
                 "failed",
                 error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
             )
-            return _finish(wandb_run, 1)
+            return _finish(starting, 1)
         finally:
             stop_beating.set()
         status = summary["status"]
@@ -337,16 +366,17 @@ class LocalBackend(Backend):
             store.end_run(run_id, "failed", summary, error="diverged: the loss became NaN or infinite")
         else:
             store.end_run(run_id, "stopped" if status == "stopped" else "finished", summary)
-        return _finish(wandb_run, 0)
+        return _finish(starting, 0)
 
     def _project(self, sweep: SweepRecord) -> str:
         row = self.store.sweep(short_id(sweep.id)) or {}
         return str(row.get("project") or "ignite-sweep")
 
 
-def _finish(wandb_run: Any, code: int) -> int:
-    if wandb_run is not None:
-        wandb_run.finish(exit_code=code)
+def _finish(starting: Future | None, code: int) -> int:
+    """Finish the wandb run if it was started (wandb.init may itself have failed)."""
+    if starting is not None and starting.exception() is None:
+        starting.result().finish(exit_code=code)
     return 0  # the end was recorded; a non-zero exit means "crashed before recording"
 
 
