@@ -43,6 +43,31 @@ def warm_up() -> None:
     wandb.setup()
 
 
+EVENT_PREFIX = "@@ignite-sweep "
+
+
+def emit(event: dict) -> None:
+    """Tell the agent pool what happens (one JSON line on stdout); silent outside a pool."""
+    if os.environ.get("IGNITE_SWEEP_EVENTS") == "1":
+        import json
+
+        line = json.dumps({**event, "slot": os.environ.get("IGNITE_SWEEP_SLOT")}, default=str)
+        sys.stdout.write(f"{EVENT_PREFIX}{line}\n")
+        sys.stdout.flush()
+
+
+def die_with_parent() -> None:
+    """Linux: the run dies (SIGKILL) if its agent dies, instead of running on as an orphan; its run is
+    then found crashed (its pid is gone) and offered again."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def set_threads() -> None:
     """Apply IGNITE_SWEEP_THREADS (torch intra-op threads of a run), as the agent set it for its slot."""
     threads = os.environ.get("IGNITE_SWEEP_THREADS")
@@ -120,6 +145,7 @@ def run_in_child(
         try:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            die_with_parent()
             set_threads()
             code = target()
         except BaseException:  # noqa: BLE001 - the child must never return into the parent's code

@@ -35,6 +35,18 @@ ProjectOpt = Annotated[str | None, typer.Option(help="W&B project (default: the 
 EntityOpt = Annotated[str | None, typer.Option(help="W&B entity (default: your W&B default entity).")]
 CountOpt = Annotated[int | None, typer.Option(min=1, help="Run at most this many runs, then exit.")]
 FailuresOpt = Annotated[int, typer.Option(min=1, help="Exit after this many runs in a row failed or crashed.")]
+GpusOpt = Annotated[
+    str | None,
+    typer.Option(help="Fan out over GPUs: 'all' or indices like 0,1,3. One agent per slot, each sees only its GPU."),
+]
+PerGpuOpt = Annotated[int, typer.Option(min=1, help="Agents per GPU (with --gpus).")]
+WorkersOpt = Annotated[
+    int | None, typer.Option(min=1, help="Fan out over N CPU agents; the cores are split between them.")
+]
+StaggerOpt = Annotated[
+    float, typer.Option(min=0.0, help="Seconds between slot starts, so parallel bayes agents differ at first.")
+]
+SlotOpt = Annotated[str | None, typer.Option(hidden=True, help="Internal: this agent is one slot of a pool.")]
 SweepIdArg = Annotated[str, typer.Argument(help="local/<id> or entity/project/<id>, as `create` printed.")]
 
 
@@ -68,11 +80,29 @@ def _create(sweep_file: Path, backend: str, project: str | None, entity: str | N
     return sweep_id
 
 
-def _agent(sweep_id: str, count: int | None, max_consecutive_failures: int) -> None:
+def _agent(
+    sweep_id: str,
+    count: int | None,
+    max_consecutive_failures: int,
+    gpus: str | None = None,
+    per_gpu: int = 1,
+    workers: int | None = None,
+    stagger: float = 2.0,
+    slot: str | None = None,
+) -> None:
     from ignite_sweep.backends import backend_for_sweep
 
     backend = backend_for_sweep(sweep_id)
-    result = backend.run_agent(sweep_id, count=count, max_consecutive_failures=max_consecutive_failures)
+    if gpus is not None or workers is not None:
+        from ignite_sweep.pool import plan_slots, run_pool
+
+        slots = plan_slots(gpus, per_gpu, workers)
+        sweep = backend.sweep(sweep_id)
+        plan = ", ".join(f"{s.name}" + (f" (GPU {s.gpu})" if s.gpu else "") for s in slots)
+        _err(f"{len(slots)} slots, {slots[0].threads} CPU threads each: {plan}")
+        code = run_pool(sweep_id, slots, sweep.metric, sweep.goal, count, max_consecutive_failures, stagger)
+        raise typer.Exit(code)
+    result = backend.run_agent(sweep_id, count=count, max_consecutive_failures=max_consecutive_failures, slot=slot)
     states = ", ".join(f"{n} {s}" for s, n in sorted(result.states.items()))
     _err(f"agent done: {result.runs} runs ({states or 'none'}); {result.reason}")
     if result.reason == "interrupted":
@@ -95,13 +125,19 @@ def agent(
     sweep_id: SweepIdArg,
     count: CountOpt = None,
     max_consecutive_failures: FailuresOpt = 5,
+    gpus: GpusOpt = None,
+    per_gpu: PerGpuOpt = 1,
+    workers: WorkersOpt = None,
+    stagger: StaggerOpt = 2.0,
+    slot: SlotOpt = None,
 ) -> None:
     """Run the sweep's runs until it is exhausted, --count is reached, it is stopped, or Ctrl-C.
 
     Ctrl-C once stops gracefully: the running run ends through engine.terminate() and is recorded
-    'stopped'. Twice kills it.
+    'stopped'. Twice kills it. With --gpus or --workers, one agent per slot with a live view; --count is
+    then per slot.
     """
-    _agent(sweep_id, count, max_consecutive_failures)
+    _agent(sweep_id, count, max_consecutive_failures, gpus, per_gpu, workers, stagger, slot)
 
 
 @app.command("run")
@@ -112,10 +148,14 @@ def run_sweep(
     entity: EntityOpt = None,
     count: CountOpt = None,
     max_consecutive_failures: FailuresOpt = 5,
+    gpus: GpusOpt = None,
+    per_gpu: PerGpuOpt = 1,
+    workers: WorkersOpt = None,
+    stagger: StaggerOpt = 2.0,
 ) -> None:
-    """Create a sweep from SWEEP_FILE, then run an agent on it."""
+    """Create a sweep from SWEEP_FILE, then run an agent (or a pool of them) on it."""
     sweep_id = _create(sweep_file, backend, project, entity)
-    _agent(sweep_id, count, max_consecutive_failures)
+    _agent(sweep_id, count, max_consecutive_failures, gpus, per_gpu, workers, stagger)
 
 
 @app.command("ls")

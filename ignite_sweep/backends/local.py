@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ignite_sweep.agent import Interrupts, run_in_child, warm_up
+from ignite_sweep.agent import Interrupts, emit, run_in_child, warm_up
 from ignite_sweep.backends.base import AgentResult, Backend, RunRecord, SweepRecord
 from ignite_sweep.backends.local_store import LocalStore
 from ignite_sweep.errors import BackendError, IgniteSweepError
@@ -266,6 +266,8 @@ class LocalBackend(Backend):
     def run_agent(self, sweep_id: str, count: int | None = None, max_consecutive_failures: int = 5,
                   slot: str | None = None, echo: Callable[[str], None] | None = None) -> AgentResult:  # fmt: skip
         say = echo or (lambda line: print(line, file=sys.stderr))
+        slot = slot or os.environ.get("IGNITE_SWEEP_SLOT")
+        gpu = os.environ.get("IGNITE_SWEEP_GPU")
         sweep = self.sweep(sweep_id)
         warm_up()
         preload_dataset(sweep.config, say)
@@ -280,12 +282,13 @@ class LocalBackend(Backend):
                 if count is not None and done >= count:
                     reason = f"--count {count} reached"
                     break
-                run, reason = self.claim(sweep_id, slot=slot)
+                run, reason = self.claim(sweep_id, slot=slot, gpu=gpu)
                 if run is None:
                     break
                 label = " ".join(f"{k}={_short(v)}" for k, v in run["config"].items())
                 retry = f" (retry {run['attempt']} of {run['retry_of']})" if run.get("retry_of") else ""
                 say(f"run {run['id']} started{retry}: {label}")
+                emit({"event": "start", "run": run["id"], "params": run["config"]})
                 outcome = run_in_child(
                     lambda run=run: self._trial(sweep, run),
                     interrupts,
@@ -303,6 +306,8 @@ class LocalBackend(Backend):
                 shown = f" {metric}={value:.4f}" if isinstance(value, float) else ""
                 error = f": {row.get('error')}" if row.get("error") else ""
                 say(f"run {run['id']} {state}{shown}{error}")
+                emit({"event": "end", "run": run["id"], "state": state, "metric": value, "error": row.get("error"),
+                      "params": run["config"]})  # fmt: skip
                 failures = failures + 1 if state in ("failed", "crashed") else 0
                 if failures >= max_consecutive_failures:
                     raise BackendError(
@@ -344,7 +349,13 @@ class LocalBackend(Backend):
                 wandb.init, id=run_id, project=self._project(sweep), group=sweep.name, job_type="sweep-run",
                 tags=[f"local-sweep-{short_id(sweep.id)}"], config=run["config"],
             )  # fmt: skip
-            summary = train(cfg, reporter=lambda metrics: child.report(run_id, metrics), run=starting)
+
+            def reporter(metrics: dict[str, Any]) -> bool:
+                emit({"event": "eval", "run": run_id, "epoch": metrics.get("epoch"), "metrics": metrics})
+                return child.report(run_id, metrics)
+
+            summary = train(cfg, reporter=reporter, run=starting)
+            summary["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")  # as the run saw it
             store.heartbeat(run_id, run_dir=os.path.dirname(starting.result().dir))
         except IgniteSweepError as exc:
             store.end_run(run_id, "failed", error=str(exc))

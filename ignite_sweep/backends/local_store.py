@@ -182,21 +182,34 @@ class LocalStore:
             return cur.rowcount == 1
 
     def reap_stale(self, db: sqlite3.Connection, sweep_id: str, timeout_s: float) -> list[str]:
-        """Mark running runs whose heartbeat is older than timeout_s as crashed."""
-        now = time.time()
-        stale = [
-            r["id"]
-            for r in db.execute(
-                "SELECT id FROM runs WHERE sweep_id = ? AND state = 'running' AND heartbeat_at < ?",
-                (sweep_id, now - timeout_s),
-            )
-        ]
-        for run_id in stale:
-            db.execute(
-                "UPDATE runs SET state = 'crashed', error = ?, ended_at = ? WHERE id = ?",
-                (f"no heartbeat for {timeout_s:.0f}s: its process died", now, run_id),
-            )
-        return stale
+        """Mark as crashed the running runs whose heartbeat is older than timeout_s, and those on this
+        host whose process is gone (no need to wait for the timeout there)."""
+        now, host = time.time(), socket.gethostname()
+        reaped = []
+        for r in db.execute("SELECT id, pid, host, heartbeat_at FROM runs WHERE sweep_id = ? AND state = 'running'",
+                            (sweep_id,)).fetchall():  # fmt: skip
+            if r["heartbeat_at"] < now - timeout_s:
+                error = f"no heartbeat for {timeout_s:.0f}s: its process died"
+            elif r["host"] == host and r["pid"] and not _alive(r["pid"]):
+                error = f"its process {r['pid']} is gone"
+            else:
+                continue
+            db.execute("UPDATE runs SET state = 'crashed', error = ?, ended_at = ? WHERE id = ?", (error, now, r["id"]))
+            reaped.append(r["id"])
+        return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if os.path.exists(f"/proc/{pid}/stat"):  # a zombie (exited, not yet reaped by its agent) is gone too
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    return True
 
 
 def _sweep(row: sqlite3.Row) -> dict[str, Any]:
