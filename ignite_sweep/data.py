@@ -205,8 +205,9 @@ _CACHE: dict[tuple[str, str, int], Dataset] = {}
 def load_dataset(name: str, data_dir: str, download: bool = True, seed: int = 0) -> Dataset:
     """Build the named (or user) dataset on the CPU; callers move it to the device with ``.to()``.
 
-    Results are kept for the life of the process: an agent preloads the sweep's dataset once and every
-    forked run inherits it (copy-on-write) instead of reading and normalising it again.
+    Results are kept for the life of the process (a run that is started twice in one process, as in
+    tests and notebooks, loads once). The agent itself never loads data: it computes nothing before it
+    forks a run, so the run's OpenMP thread pool starts clean.
     """
     key = (name, str(Path(data_dir).expanduser().resolve()), seed if ":" in name else 0)
     if key not in _CACHE:

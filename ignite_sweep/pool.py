@@ -38,8 +38,8 @@ class Slot:
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
             env["IGNITE_SWEEP_GPU"] = self.gpu
-        if self.threads:
-            env["IGNITE_SWEEP_THREADS"] = str(self.threads)
+        if self.threads:  # set before the slot's process starts: torch's default thread count follows it
+            env.update({k: str(self.threads) for k in ("IGNITE_SWEEP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
         return env
 
 

@@ -105,30 +105,6 @@ def eval_metric(config: dict[str, Any]) -> str | None:
     return name if name in ("val/accuracy", "val/loss") else None
 
 
-def preload_dataset(config: dict[str, Any], say: Callable[[str], None]) -> None:
-    """Load a sweep's fixed dataset once in the agent; forked runs inherit it instead of loading it again."""
-    from ignite_sweep.config import TrainConfig
-    from ignite_sweep.data import load_dataset
-
-    fixed = {k: v["value"] for k, v in config.get("parameters", {}).items() if "value" in v}
-    if "dataset" not in fixed or any(isinstance(v.get("values"), list) for k, v in config["parameters"].items()
-                                     if k in ("dataset", "data_dir", "seed")):  # fmt: skip
-        return
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # no OpenMP thread pool in the agent: a forked child could deadlock on it
-    try:
-        cfg = TrainConfig.from_dict(
-            {k: v for k, v in fixed.items() if k in ("dataset", "data_dir", "download", "seed")}
-        )
-        load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed)
-    except IgniteSweepError as exc:
-        say(f"could not preload the dataset, each run will try itself: {exc}")
-    finally:
-        os.environ.setdefault("IGNITE_SWEEP_THREADS", str(threads))
-
-
 # ---------------------------------------------------------------- the backend
 
 
@@ -270,7 +246,6 @@ class LocalBackend(Backend):
         gpu = os.environ.get("IGNITE_SWEEP_GPU")
         sweep = self.sweep(sweep_id)
         warm_up()
-        preload_dataset(sweep.config, say)
         interrupts = Interrupts()
         states: dict[str, int] = {}
         done, failures, reason = 0, 0, ""
@@ -318,13 +293,11 @@ class LocalBackend(Backend):
 
     def _trial(self, sweep: SweepRecord, run: dict[str, Any]) -> int:
         """In the forked child: train one run, log it offline, record how it ended. Returns the exit code."""
-        import torch
         import wandb
 
         from ignite_sweep.config import TrainConfig
         from ignite_sweep.train import train
 
-        torch.set_num_threads(int(os.environ.get("IGNITE_SWEEP_THREADS", torch.get_num_threads())))
         store = LocalStore(self.store.path)  # never share a connection across fork
         child = LocalBackend(store)
         run_id = run["id"]
