@@ -211,6 +211,42 @@ def stop(sweep_id: SweepIdArg) -> None:
     _err(f"stopped {sweep_id}: no new runs; running runs end at their next evaluation")
 
 
+@app.command()
+def report(
+    sweep_id: SweepIdArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
+    png: Annotated[Path | None, typer.Option(help="Also write a static PNG summary here.")] = None,
+) -> None:
+    """Write an offline HTML report: parallel coordinates, parameter importance, optimisation history,
+    validation curves and the run table (plotly embedded: no network needed to open it)."""
+    from ignite_sweep.backends import backend_for_sweep
+    from ignite_sweep.report_html import collect, write_html, write_png
+
+    backend = backend_for_sweep(sweep_id)
+    sweep = backend.sweep(sweep_id)
+    data = collect(sweep, backend.runs_with_history(sweep_id))
+    typer.echo(f"wrote {write_html(data, output)}")
+    if png is not None:
+        typer.echo(f"wrote {write_png(data, png)}")
+
+
+@app.command()
+def sync(
+    sweep_id: SweepIdArg,
+    project: ProjectOpt = None,
+    entity: EntityOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the wandb sync command, run nothing.")] = False,
+) -> None:
+    """Upload a local sweep's offline runs to W&B (wandb sync), grouped under the sweep's name and tagged
+    local-sweep-<id>. Needs a W&B login and network."""
+    import shlex
+
+    from ignite_sweep.sync import sync as do_sync
+
+    command = do_sync(sweep_id, project, entity, dry_run)
+    typer.echo(("would run: " if dry_run else "ran: ") + shlex.join(command))
+
+
 def main() -> None:
     import click
 

@@ -120,7 +120,7 @@ class PoolView:
 
     def record_end(self, event: dict[str, Any]) -> None:
         self.counts[event["state"]] = self.counts.get(event["state"], 0) + 1
-        value = event.get("metric")
+        value = event.get("metric", (event.get("metrics") or {}).get(self.metric or ""))
         if isinstance(value, (int, float)):
             sign = 1.0 if self.goal == "maximize" else -1.0
             if self.best is None or sign * value > sign * self.best[1]:
@@ -186,7 +186,8 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
                 view.record_end(event)
                 if not live:
                     error = f" ({event['error']})" if event.get("error") else ""
-                    shown = f" {metric}={fmt(event.get('metric'))}" if event.get("metric") is not None else ""
+                    value = event.get("metric", (event.get("metrics") or {}).get(metric or ""))
+                    shown = f" {metric}={fmt(value)}" if value is not None else ""
                     say(f"[{state.slot.name}] run {event['run']} {event['state']}{shown}{error}")
                 state.run = None
 

@@ -113,6 +113,10 @@ class Backend(ABC):
     def sweeps(self) -> list[SweepRecord]:
         return []
 
+    def runs_with_history(self, sweep_id: str) -> list[RunRecord]:
+        """``runs`` with each run's per-evaluation metrics in ``history`` (for learning curves)."""
+        return self.runs(sweep_id)
+
     def best_run(self, sweep_id: str) -> RunRecord | None:
         """The run with the best sweep metric among runs that logged it (finished, stopped or not)."""
         sweep = self.sweep(sweep_id)

@@ -153,6 +153,8 @@ class LocalBackend(Backend):
 
     def runs(self, sweep_id: str) -> list[RunRecord]:
         self.sweep(sweep_id)
+        with self.store.transaction() as db:  # a run whose process died is never shown as running
+            self.store.reap_stale(db, short_id(sweep_id), self.heartbeat_timeout_s)
         records = []
         for row in self.store.runs(short_id(sweep_id), with_history=True):
             end = row["ended_at"] or (time.time() if row["state"] == "running" else None)

@@ -31,23 +31,35 @@ def trial() -> dict[str, Any] | None:
     """What ``wandb.agent`` calls for each run: wandb.config -> TrainConfig -> train()."""
     import wandb
 
+    from ignite_sweep.agent import emit
     from ignite_sweep.config import TrainConfig
     from ignite_sweep.train import train
 
     run = wandb.init()
+    params = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
+    emit({"event": "start", "run": run.id, "params": params})
+
+    def progress(metrics: dict[str, Any]) -> bool:  # W&B's controller decides stops; this only reports
+        emit({"event": "eval", "run": run.id, "epoch": metrics.get("epoch"), "metrics": metrics})
+        return False
+
     try:
-        cfg = TrainConfig.from_dict({k: v for k, v in dict(run.config).items() if not k.startswith("_")})
-        summary = train(cfg)
+        cfg = TrainConfig.from_dict(params)
+        summary = train(cfg, reporter=progress)
     except IgniteSweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         run.summary["error"] = str(exc)
         run.finish(exit_code=1)
+        emit({"event": "end", "run": run.id, "state": "failed", "error": str(exc), "params": params})
         return None
     except Exception as exc:
         run.summary["error"] = f"{type(exc).__name__}: {exc}"
         run.finish(exit_code=1)
+        emit({"event": "end", "run": run.id, "state": "failed", "error": run.summary["error"], "params": params})
         raise
     run.finish(exit_code=1 if summary["status"] == "diverged" else 0)
+    state = {"diverged": "failed", "stopped": "stopped"}.get(summary["status"], "finished")
+    emit({"event": "end", "run": run.id, "state": state, "metrics": summary, "params": params})
     return summary
 
 
@@ -124,6 +136,17 @@ class WandbBackend(Backend):
                 )  # fmt: skip
             )
         return records[::-1]  # the API lists newest first
+
+    def runs_with_history(self, sweep_id: str) -> list[RunRecord]:
+        sweep = self._api_sweep(sweep_id)
+        metric = (dict(sweep.config).get("metric") or {}).get("name", "val/accuracy")
+        records = {r.id: r for r in self.runs(sweep_id)}
+        for run in sweep.runs:
+            if run.id in records:
+                records[run.id].history = [
+                    row for row in run.scan_history(keys=[metric, "epoch"]) if row.get(metric) is not None
+                ]
+        return list(records.values())
 
     def stop(self, sweep_id: str) -> None:
         """What ``wandb sweep --stop`` does: no new runs, running runs finish."""

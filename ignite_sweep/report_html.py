@@ -1,0 +1,257 @@
+"""The sweep report: W&B's sweep panels, offline, as one self-contained HTML file (plotly, its JS embedded)
+or a static PNG (matplotlib).
+
+Panels: parallel coordinates (swept parameters -> metric), parameter importance and correlation with the
+metric (as W&B's panel: random-forest importance plus Pearson correlation), optimisation history (metric by
+run order, best so far), validation curves of every run (stopped and crashed runs drawn as such) and the
+run table, best run on top.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ignite_sweep.backends.base import RunRecord, SweepRecord
+from ignite_sweep.errors import BackendError
+from ignite_sweep.report import fmt, fmt_runtime, swept_names
+
+STATE_COLOR = {"finished": "#2ca02c", "stopped": "#ff7f0e", "failed": "#d62728", "crashed": "#9467bd",
+               "running": "#1f77b4"}  # fmt: skip
+
+
+@dataclass
+class SweepData:
+    sweep: SweepRecord
+    runs: list[RunRecord]  # in creation order
+    params: list[str]
+    metric: str
+    sign: float  # +1 maximize, -1 minimize
+
+    @property
+    def scored(self) -> list[RunRecord]:
+        return [r for r in self.runs if r.metric(self.metric) is not None]
+
+    def best_first(self) -> list[RunRecord]:
+        scored = sorted(self.scored, key=lambda r: -self.sign * (r.metric(self.metric) or 0.0))
+        return scored + [r for r in self.runs if r.metric(self.metric) is None]
+
+    def column(self, name: str, runs: list[RunRecord]) -> tuple[list[float], list[str] | None]:
+        """A parameter's values as numbers; categorical values become codes (with their labels)."""
+        values = [r.config.get(name) for r in runs]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return [float(v) for v in values], None
+        labels = sorted({str(v) for v in values})
+        return [float(labels.index(str(v))) for v in values], labels
+
+
+def collect(sweep: SweepRecord, runs: list[RunRecord]) -> SweepData:
+    metric = sweep.metric or "val/accuracy"
+    data = SweepData(sweep, runs, swept_names(sweep, runs), metric, 1.0 if sweep.goal == "maximize" else -1.0)
+    if not any(r.state in ("finished", "stopped") and r.metric(metric) is not None for r in runs):
+        raise BackendError(f"sweep '{sweep.id}' has no finished run with {metric} yet: nothing to report")
+    return data
+
+
+def importance(data: SweepData) -> list[tuple[str, float, float]]:
+    """(parameter, random-forest importance, correlation with the metric), most important first."""
+    import numpy as np
+
+    runs = data.scored
+    y = np.array([r.metric(data.metric) for r in runs], dtype=float)
+    columns = [data.column(p, runs)[0] for p in data.params]
+    x = np.array(columns, dtype=float).T if columns else np.zeros((len(runs), 0))
+    result = []
+    forest = None
+    if len(runs) >= 3 and x.shape[1]:
+        from sklearn.ensemble import RandomForestRegressor
+
+        forest = RandomForestRegressor(n_estimators=100, random_state=0).fit(x, y)
+    for i, name in enumerate(data.params):
+        col = x[:, i]
+        corr = float(np.corrcoef(col, y)[0, 1]) if len(runs) > 1 and col.std() > 0 and y.std() > 0 else 0.0
+        result.append((name, float(forest.feature_importances_[i]) if forest is not None else 0.0, corr))
+    return sorted(result, key=lambda t: -t[1])
+
+
+def curves(run: RunRecord, metric: str) -> tuple[list[float], list[float]]:
+    points = [(h.get("epoch", i + 1), h[metric]) for i, h in enumerate(run.history) if metric in h]
+    return [float(e) for e, _ in points], [float(v) for _, v in points]
+
+
+# ---------------------------------------------------------------- HTML (plotly)
+
+
+def figures(data: SweepData) -> list[tuple[str, Any]]:
+    import plotly.graph_objects as go
+
+    runs = data.scored
+    metric_values = [r.metric(data.metric) for r in runs]
+    dims = []
+    for name in data.params:
+        values, labels = data.column(name, runs)
+        dim: dict[str, Any] = {"label": name, "values": values}
+        if labels is not None:
+            dim.update(tickvals=list(range(len(labels))), ticktext=labels)
+        dims.append(dim)
+    dims.append({"label": data.metric, "values": metric_values})
+    parcoords = go.Figure(go.Parcoords(
+        line={"color": metric_values, "colorscale": "Viridis", "showscale": True,
+              "reversescale": data.sign < 0},
+        dimensions=dims,
+    ))  # fmt: skip
+    parcoords.update_layout(title="Parallel coordinates", height=420)
+
+    ranked = importance(data)
+    imp = go.Figure()
+    imp.add_bar(name="importance", y=[n for n, _, _ in ranked], x=[i for _, i, _ in ranked], orientation="h")
+    imp.add_bar(name=f"correlation with {data.metric}", y=[n for n, _, _ in ranked], x=[c for _, _, c in ranked],
+                orientation="h", marker_color=["#2ca02c" if c >= 0 else "#d62728" for _, _, c in ranked])  # fmt: skip
+    imp.update_layout(title="Parameter importance (random forest) and correlation", barmode="group", height=360)
+
+    history = go.Figure()
+    order = [data.runs.index(r) + 1 for r in runs]
+    best, so_far = [], -math.inf
+    for v in metric_values:
+        so_far = max(so_far, data.sign * (v or 0.0))
+        best.append(data.sign * so_far)
+    history.add_scatter(x=order, y=metric_values, mode="markers", name="run",
+                        text=[r.id for r in runs], marker={"color": [STATE_COLOR[r.state] for r in runs]})  # fmt: skip
+    history.add_scatter(x=order, y=best, mode="lines", name="best so far", line={"shape": "hv"})
+    history.update_layout(title="Optimisation history", xaxis_title="run", yaxis_title=data.metric, height=360)
+
+    curves_fig = go.Figure()
+    for run in data.runs:
+        xs, ys = curves(run, data.metric)
+        if not xs:
+            continue
+        dash = {"finished": "solid", "stopped": "dash", "crashed": "dot", "failed": "dot"}.get(run.state, "solid")
+        curves_fig.add_scatter(x=xs, y=ys, mode="lines+markers", name=f"{run.id} ({run.state})",
+                               line={"dash": dash, "color": STATE_COLOR.get(run.state)}, opacity=0.8)  # fmt: skip
+    title = f"Validation curves ({data.metric} by epoch; dashed: stopped early, dotted: crashed/failed)"
+    curves_fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=data.metric, height=420)
+    curves_fig.update_xaxes(dtick=1)
+    return [("parcoords", parcoords), ("importance", imp), ("history", history), ("curves", curves_fig)]
+
+
+def run_table_html(data: SweepData) -> str:
+    head = ["run", "state", *data.params, data.metric, "epochs", "runtime", "error"]
+    rows = []
+    for i, run in enumerate(data.best_first()):
+        cells = [run.id + (" (best)" if i == 0 and run.metric(data.metric) is not None else ""), run.state]
+        cells += [fmt(run.config.get(p)) for p in data.params]
+        cells += [fmt(run.metric(data.metric)), fmt(run.summary.get("epochs_completed")), fmt_runtime(run.runtime_s),
+                  run.error or ""]  # fmt: skip
+        color = STATE_COLOR.get(run.state, "#000")
+        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        rows.append(f'<tr style="border-left: 4px solid {color}">{tds}</tr>')
+    ths = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    return f'<table class="runs"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+CHECK_SCRIPT = """
+<script>
+window.__reportErrors = [];
+window.addEventListener('error', function (e) { window.__reportErrors.push(String(e.message)); });
+window.addEventListener('load', function () {
+  var drawn = document.querySelectorAll('.js-plotly-plot .main-svg').length;
+  document.body.setAttribute('data-plots-drawn', String(drawn));
+  document.body.setAttribute('data-js-errors', String(window.__reportErrors.length));
+});
+</script>
+"""
+
+
+def write_html(data: SweepData, path: Path) -> Path:
+    import plotly.io as pio
+
+    parts = []
+    for i, (name, fig) in enumerate(figures(data)):
+        parts.append(f'<section id="{name}">'
+                     + pio.to_html(fig, include_plotlyjs=(i == 0), full_html=False, div_id=f"plot-{name}")
+                     + "</section>")  # fmt: skip
+    sweep = data.sweep
+    counts: dict[str, int] = {}
+    for run in data.runs:
+        counts[run.state] = counts.get(run.state, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    title = f"Sweep {sweep.name} ({sweep.id})"
+    doc = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>{CHECK_SCRIPT}
+<style>body{{font-family:system-ui,sans-serif;margin:24px;color:#222}} section{{margin-bottom:24px}}
+table.runs{{border-collapse:collapse;font-size:13px}} table.runs td,table.runs th{{padding:4px 8px;
+border-bottom:1px solid #ddd;text-align:right}} table.runs th{{background:#f4f4f4}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>{html.escape(sweep.method)} search, metric <b>{html.escape(data.metric)}</b> ({html.escape(sweep.goal)}),
+{len(data.runs)} runs: {html.escape(summary)}.</p>
+{"".join(parts)}
+<section id="runs"><h2>Runs (best first)</h2>{run_table_html(data)}</section>
+</body></html>"""
+    path.write_text(doc, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- PNG (matplotlib)
+
+
+def write_png(data: SweepData, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+    runs = data.scored
+    y = np.array([r.metric(data.metric) for r in runs], dtype=float)
+
+    ax = axes[0, 0]  # parallel coordinates, each axis scaled to [0, 1]
+    names = [*data.params, data.metric]
+    columns = [np.array(data.column(p, runs)[0]) for p in data.params] + [y]
+    scaled = [(c - c.min()) / (c.max() - c.min()) if c.max() > c.min() else np.full_like(c, 0.5) for c in columns]
+    colors = plt.cm.viridis((y - y.min()) / (y.max() - y.min()) if y.max() > y.min() else np.full_like(y, 0.5))
+    for i in range(len(runs)):
+        ax.plot(range(len(names)), [s[i] for s in scaled], color=colors[i], alpha=0.8)
+    ax.set_xticks(range(len(names)), names, rotation=20)
+    ax.set_yticks([])
+    ax.set_title("Parallel coordinates (each axis min..max)")
+
+    ax = axes[0, 1]
+    ranked = importance(data)
+    pos = np.arange(len(ranked))
+    ax.barh(pos - 0.2, [i for _, i, _ in ranked], height=0.4, label="importance")
+    ax.barh(pos + 0.2, [c for _, _, c in ranked], height=0.4, label=f"correlation with {data.metric}")
+    ax.set_yticks(pos, [n for n, _, _ in ranked])
+    ax.axvline(0, color="#888", lw=0.5)
+    ax.legend()
+    ax.set_title("Parameter importance and correlation")
+
+    ax = axes[1, 0]
+    order = [data.runs.index(r) + 1 for r in runs]
+    ax.scatter(order, y, c=[STATE_COLOR[r.state] for r in runs])
+    best = data.sign * np.maximum.accumulate(data.sign * y)
+    ax.step(order, best, where="post", label="best so far")
+    ax.set_xlabel("run")
+    ax.set_ylabel(data.metric)
+    ax.legend()
+    ax.set_title("Optimisation history")
+
+    ax = axes[1, 1]
+    for run in data.runs:
+        xs, ys = curves(run, data.metric)
+        if xs:
+            style = {"finished": "-", "stopped": "--"}.get(run.state, ":")
+            ax.plot(xs, ys, style, marker="o", color=STATE_COLOR.get(run.state), label=f"{run.id} ({run.state})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(data.metric)
+    ax.set_title("Validation curves (dashed: stopped, dotted: crashed/failed)")
+    if len(data.runs) <= 12:
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Sweep {data.sweep.name} ({data.sweep.id}): {data.sweep.method}, {len(data.runs)} runs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
