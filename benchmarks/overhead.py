@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-import yaml
+from local_sweep import run_local_sweep
 
 
 def main() -> None:
@@ -26,35 +21,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--method", default="random", choices=["grid", "random", "bayes"])
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "IGNITE_SWEEP_DIR": tmp, "WANDB_DIR": tmp, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-        lr = {"values": [round(0.01 + 0.001 * i, 4) for i in range(args.runs)]}
-        if args.method != "grid":
-            lr = {"distribution": "log_uniform_values", "min": 0.005, "max": 0.05}
-        sweep = {
-            "method": args.method,
-            "metric": {"name": "val/accuracy", "goal": "maximize"},
-            "run_cap": args.runs,
-            "parameters": {
-                "dataset": {"value": "digits"},
-                "model": {"value": "mlp"},
-                "epochs": {"value": 1},
-                "batch_size": {"value": 256},
-                "log_interval": {"value": 20},
-                "lr": lr,
-            },
-        }
-        path = Path(tmp) / "tiny.yaml"
-        path.write_text(yaml.safe_dump(sweep))
-        cli = [sys.executable, "-m", "ignite_sweep"]
-        sweep_id = subprocess.run([*cli, "create", str(path), "--backend", "local"], env=env, check=True,
-                                  capture_output=True, text=True).stdout.strip().splitlines()[-1]  # fmt: skip
-        start = time.perf_counter()
-        subprocess.run([*cli, "agent", sweep_id], env=env, check=True, capture_output=True)
-        wall = time.perf_counter() - start
-        status = json.loads(
-            subprocess.run([*cli, "status", sweep_id, "--json"], env=env, check=True, capture_output=True).stdout
-        )
+    lr: dict = {"values": [round(0.01 + 0.001 * i, 4) for i in range(args.runs)]}
+    if args.method != "grid":
+        lr = {"distribution": "log_uniform_values", "min": 0.005, "max": 0.05}
+    sweep = {
+        "method": args.method,
+        "metric": {"name": "val/accuracy", "goal": "maximize"},
+        "run_cap": args.runs,
+        "parameters": {
+            "dataset": {"value": "digits"},
+            "model": {"value": "mlp"},
+            "epochs": {"value": 1},
+            "batch_size": {"value": 256},
+            "log_interval": {"value": 20},
+            "lr": lr,
+        },
+    }
+    wall, status = run_local_sweep(sweep)
     runs = status["runs"]
     inside = sum(r["summary"].get("run_time_s", 0.0) for r in runs)
     n = len(runs)

@@ -11,40 +11,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-import yaml
+from local_sweep import run_local_sweep
 
 
 def runs_per_minute(workers: int, runs: int, extra: list[str]) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "IGNITE_SWEEP_DIR": tmp, "WANDB_DIR": tmp, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-        sweep = {
-            "method": "grid",
-            "metric": {"name": "val/accuracy", "goal": "maximize"},
-            "parameters": {
-                "dataset": {"value": "digits"},
-                "epochs": {"value": 1},
-                "log_interval": {"value": 50},
-                "lr": {"values": [round(0.01 + 0.002 * i, 4) for i in range(runs)]},
-            },
-        }
-        path = Path(tmp) / "grid.yaml"
-        path.write_text(yaml.safe_dump(sweep))
-        cli = [sys.executable, "-m", "ignite_sweep"]
-        sweep_id = subprocess.run([*cli, "create", str(path), "--backend", "local"], env=env, check=True,
-                                  capture_output=True, text=True).stdout.strip().splitlines()[-1]  # fmt: skip
-        start = time.perf_counter()
-        subprocess.run([*cli, "agent", sweep_id, "--workers", str(workers), "--stagger", "0", *extra],
-                       env=env, check=True, capture_output=True)  # fmt: skip
-        minutes = (time.perf_counter() - start) / 60
-        status = json.loads(subprocess.run([*cli, "status", sweep_id, "--json"], env=env, check=True,
-                                           capture_output=True).stdout)  # fmt: skip
+    sweep = {
+        "method": "grid",
+        "metric": {"name": "val/accuracy", "goal": "maximize"},
+        "parameters": {
+            "dataset": {"value": "digits"},
+            "epochs": {"value": 1},
+            "log_interval": {"value": 50},
+            "lr": {"values": [round(0.01 + 0.002 * i, 4) for i in range(runs)]},
+        },
+    }
+    wall, status = run_local_sweep(sweep, ["--workers", str(workers), "--stagger", "0", *extra])
+    minutes = wall / 60
     finished = sum(1 for r in status["runs"] if r["state"] == "finished")
     print(f"--workers {workers}: {finished} runs in {minutes * 60:.1f}s", file=sys.stderr)
     return finished / minutes

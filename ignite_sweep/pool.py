@@ -1,10 +1,11 @@
 """The agent pool: one agent process per slot (a GPU, a share of a GPU, or a share of the CPU cores).
 
 ``ignite-sweep agent ID --gpus 0,1 --per-gpu 2`` or ``--workers 4`` starts one ``ignite-sweep agent ID
---slot NAME`` process per slot, staggered, each seeing only its GPU (``CUDA_VISIBLE_DEVICES``) or its share
-of the cores (``IGNITE_SWEEP_THREADS`` -> ``torch.set_num_threads``). Slot agents report what they do as
-JSON event lines on stdout; the pool shows them live (rich) or as plain lines, restarts a slot whose process
-dies and retires one that keeps dying. Ctrl-C once: every slot stops gracefully; twice: killed.
+--slot NAME`` process per slot, staggered, each seeing only its GPU (``CUDA_VISIBLE_DEVICES``) and its
+share of the cores (``OMP_NUM_THREADS``, set before the slot starts, so torch's thread count follows).
+Slot agents report what they do as JSON event lines on stdout; the pool shows them live (rich) or as plain
+lines, restarts a slot whose process dies and retires one that keeps dying. Ctrl-C once: every slot stops
+gracefully; twice: killed.
 """
 
 from __future__ import annotations

@@ -154,3 +154,21 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert choose_backend("auto") == ("local", "WANDB_MODE=offline")
     assert type(backend_for_sweep("me/p/abc")).__name__ == "WandbBackend"
     assert type(backend_for_sweep("local/abcdefgh")).__name__ == "LocalBackend"
+
+
+def test_report_reads_wandb_histories_through_the_api(api: Any, tmp_path: Path) -> None:
+    from ignite_sweep.report_html import collect, write_html, write_png
+
+    for run in api.sweep.return_value.runs:
+        final = run.summary.get("val/accuracy")
+        run.scan_history.return_value = [{"epoch": 1, "val/accuracy": 0.5}, {"epoch": 2, "val/accuracy": final}]
+    with mock.patch.object(wandb, "Api", autospec=True, return_value=api):
+        backend = WandbBackend()
+        data = collect(backend.sweep("me/digits/abc123"), backend.runs_with_history("me/digits/abc123"))
+    for run in api.sweep.return_value.runs:
+        run.scan_history.assert_called_once_with(keys=["val/accuracy", "epoch"])
+    assert [r.id for r in data.best_first()][:3] == ["r2", "r1", "r3"]
+    assert {r.id: len(r.history) for r in data.runs} == {"r0": 1, "r1": 2, "r2": 2, "r3": 2}
+    text = write_html(data, tmp_path / "report.html").read_text()
+    assert "r2 (best)" in text and "r3 (stopped)" in text
+    assert write_png(data, tmp_path / "report.png").stat().st_size > 10_000
