@@ -4,6 +4,7 @@
                   + create_supervised_trainer
 (b) ignite_sweep: ignite_sweep.train.train() with all its handlers and W&B logging (offline)
 (c) plain:        a bare PyTorch loop over the same device tensors ignite-sweep uses
+and, to show what W&B logging itself costs, (b) again with WANDB_MODE=disabled.
 
 Same Net, batch size 64, same number of epochs. The three run interleaved for --rounds rounds and each
 keeps its best round (this 2-core machine is noisy; best-of-N filters out the moments another process
@@ -71,10 +72,11 @@ def seed_pipeline(root: Path, epochs: int, device: torch.device) -> float:
     return len(dataset) * epochs / sum(times[i + 1] - times[i] for i in range(0, len(times), 2))
 
 
-def ignite_sweep_pipeline(root: Path, epochs: int) -> float:
+def ignite_sweep_pipeline(root: Path, epochs: int, wandb_mode: str = "offline") -> float:
     from ignite_sweep.config import TrainConfig
     from ignite_sweep.train import train
 
+    os.environ["WANDB_MODE"] = wandb_mode
     cfg = TrainConfig.from_dict({"dataset": "mnist", "data_dir": str(root), "download": False, "epochs": epochs})
     return float(train(cfg)["samples_per_s"])
 
@@ -106,7 +108,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,12 +118,13 @@ def main() -> None:
             f"device={device} threads={torch.get_num_threads()} train_size={args.train_size} epochs={args.epochs}",
             file=sys.stderr,
         )
-        results = {"seed": 0.0, "ignite_sweep": 0.0, "plain": 0.0}
+        results = {"seed": 0.0, "ignite_sweep": 0.0, "plain": 0.0, "ignite_sweep_wandb_disabled": 0.0}
         for round_ in range(args.rounds):
             measured = {
                 "seed": seed_pipeline(root, args.epochs, device),
                 "ignite_sweep": ignite_sweep_pipeline(root, args.epochs),
                 "plain": plain_pipeline(root, args.epochs, device),
+                "ignite_sweep_wandb_disabled": ignite_sweep_pipeline(root, args.epochs, "disabled"),
             }
             print(
                 f"round {round_ + 1}: " + ", ".join(f"{k}={v:.0f}" for k, v in measured.items()),
@@ -130,13 +132,14 @@ def main() -> None:
             )
             results = {k: max(v, measured[k]) for k, v in results.items()}
     for name, value in results.items():
-        print(f"{name:>13}: {value:10.0f} samples/s", file=sys.stderr)
+        print(f"{name:>27}: {value:10.0f} samples/s", file=sys.stderr)
     print(
         json.dumps(
             {
                 "samples_per_s": {k: round(v, 1) for k, v in results.items()},
                 "vs_seed": round(results["ignite_sweep"] / results["seed"], 3),
                 "vs_plain": round(results["ignite_sweep"] / results["plain"], 3),
+                "vs_plain_wandb_disabled": round(results["ignite_sweep_wandb_disabled"] / results["plain"], 3),
             }
         )
     )

@@ -100,7 +100,12 @@ def _agent(
         sweep = backend.sweep(sweep_id)
         plan = ", ".join(f"{s.name}" + (f" (GPU {s.gpu})" if s.gpu else "") for s in slots)
         _err(f"{len(slots)} slots, {slots[0].threads} CPU threads each: {plan}")
-        code = run_pool(sweep_id, slots, sweep.metric, sweep.goal, count, max_consecutive_failures, stagger)
+        from ignite_sweep.report import swept_names
+
+        swept = swept_names(sweep, [])
+        code = run_pool(
+            sweep_id, slots, sweep.metric, sweep.goal, count, max_consecutive_failures, stagger, swept=swept
+        )
         raise typer.Exit(code)
     result = backend.run_agent(sweep_id, count=count, max_consecutive_failures=max_consecutive_failures, slot=slot)
     states = ", ".join(f"{n} {s}" for s, n in sorted(result.states.items()))

@@ -116,6 +116,7 @@ class PoolView:
     metric: str | None
     goal: str
     slots: list[SlotState]
+    swept: list[str] | None = None  # parameters to show (the fixed ones add nothing)
     counts: dict[str, int] = field(default_factory=dict)
     best: tuple[str, float, dict[str, Any]] | None = None
 
@@ -139,14 +140,14 @@ class PoolView:
             table.add_column(column)
         for s in self.slots:
             status = s.retired or ("done" if s.done else f"restarted {s.restarts}x" if s.restarts else "running")
-            params = " ".join(f"{k}={fmt(v)}" for k, v in s.params.items())
+            params = " ".join(f"{k}={fmt(v)}" for k, v in s.params.items() if self.swept is None or k in self.swept)
             table.add_row(s.slot.name, s.slot.gpu or "-", s.run or "-", params, fmt(s.epoch), fmt(s.metric), status)
         return table
 
 
 def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, count: int | None,
              max_consecutive_failures: int, stagger_s: float, live: bool | None = None,
-             say: Callable[[str], None] | None = None) -> int:  # fmt: skip
+             say: Callable[[str], None] | None = None, swept: list[str] | None = None) -> int:  # fmt: skip
     """Run one agent process per slot until all are done; returns the exit code (0, 1 or 130)."""
     from ignite_sweep.report import fmt
 
@@ -161,7 +162,7 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
             console_say(line)
 
     states = [SlotState(s) for s in slots]
-    view = PoolView(metric, goal, states)
+    view = PoolView(metric, goal, states, swept)
     lock = threading.Lock()
     interrupts = {"count": 0}
 
@@ -176,8 +177,11 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
             if kind == "start":
                 state.run, state.params, state.epoch, state.metric = event["run"], event.get("params", {}), None, None
                 if not live:
-                    say(f"[{state.slot.name}] run {event['run']} started: "
-                        + " ".join(f"{k}={v}" for k, v in state.params.items()))  # fmt: skip
+                    shown = {k: v for k, v in state.params.items() if swept is None or k in swept}
+                    say(
+                        f"[{state.slot.name}] run {event['run']} started: "
+                        + " ".join(f"{k}={v}" for k, v in shown.items())
+                    )
             elif kind == "eval":
                 state.epoch = event.get("epoch")
                 state.metric = (event.get("metrics") or {}).get(metric) if metric else None
