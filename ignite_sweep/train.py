@@ -25,10 +25,13 @@ Reporter = Callable[[dict[str, float]], bool]
 
 
 class StopSignal:
-    """SIGTERM / first Ctrl-C ask the run to stop; a second Ctrl-C interrupts at once."""
+    """SIGTERM / first Ctrl-C call ``on_stop`` (which asks the engine to terminate); a second Ctrl-C
+    interrupts at once. Nothing runs per iteration: ``engine.terminate()`` only sets the flag that Ignite
+    checks after each iteration."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_stop: Callable[[], None]) -> None:
         self.requested: str | None = None
+        self.on_stop = on_stop
 
     @contextmanager
     def installed(self) -> Iterator[StopSignal]:
@@ -41,6 +44,7 @@ class StopSignal:
             if signum == signal.SIGINT and self.requested:
                 raise KeyboardInterrupt
             self.requested = signal.Signals(signum).name
+            self.on_stop()
 
         for sig in previous:
             signal.signal(sig, handle)
@@ -152,16 +156,12 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
 
     trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
 
-    @trainer.on(Events.ITERATION_COMPLETED)
-    def check_divergence_and_signals(engine: Any) -> None:
-        if not math.isfinite(float(engine.state.output)):
-            state["status"] = "diverged"
-        elif stop.requested and state["status"] == "finished":
-            state["status"] = "stopped"
-            engine.terminate()
+    def diverged() -> bool:
+        output = trainer.state.output
+        return output is not None and not math.isfinite(float(output))
 
     def evaluate(_: Any) -> None:
-        if state["status"] == "diverged" or state["evaluated_at"] == trainer.state.iteration:
+        if diverged() or state["evaluated_at"] == trainer.state.iteration:
             return
         state["evaluated_at"] = trainer.state.iteration
         evaluator.run(val_batches)
@@ -221,7 +221,12 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
 
         ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
 
-    stop = StopSignal()
+    def request_stop() -> None:  # SIGTERM (W&B's agent stopping a run) or Ctrl-C
+        if state["status"] == "finished":
+            state["status"] = "stopped"
+        trainer.terminate()
+
+    stop = StopSignal(request_stop)
     summary: dict[str, Any] = {}
     started = time.perf_counter()
     try:
@@ -231,6 +236,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
         state["status"] = "failed"
         raise
     finally:
+        if diverged() and state["status"] != "failed":
+            state["status"] = "diverged"
         train_time = timer.value()
         summary = {
             "status": state["status"],
