@@ -66,3 +66,11 @@ def wait_for(predicate: Any, timeout: float = 120, what: str = "condition") -> A
             return value
         time.sleep(0.2)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+def wait_for_evaluating_run(sweep_id: str) -> dict[str, Any]:
+    """A run that is running in its own process and has reported at least one evaluation."""
+    return wait_for(
+        lambda: next((r for r in store_runs(sweep_id) if r["state"] == "running" and r["pid"] and r["history"]), None),
+        what="a running run that has evaluated",
+    )

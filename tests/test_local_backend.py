@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import offline_runs
-from sweep_helpers import FAST, cli, create, start_agent, store_runs, sweep_file, wait_for
+from sweep_helpers import FAST, cli, create, start_agent, store_runs, sweep_file, wait_for, wait_for_evaluating_run
 from wandb_records import run_file, summary
 
 from ignite_sweep.backends.local import LocalBackend, next_params, runs_to_stop
@@ -92,8 +92,7 @@ def test_kill_9_of_a_trial_marks_it_crashed_and_runs_its_config_again(offline_wa
     path = sweep_file(offline_wandb, parameters={"epochs": {"value": 3}, "lr": {"values": [0.01, 0.02]}})
     sweep_id = create(path)
     agent = start_agent(sweep_id)
-    first = wait_for(lambda: next((r for r in store_runs(sweep_id) if r["state"] == "running" and r["pid"]
-                                   and r["history"]), None), what="a running trial")  # fmt: skip
+    first = wait_for_evaluating_run(sweep_id)
     os.kill(first["pid"], signal.SIGKILL)
     _, err = agent.communicate(timeout=300)
     assert agent.returncode == 0, err

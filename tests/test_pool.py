@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sweep_helpers import cli, create, store_runs, sweep_file, wait_for
+from sweep_helpers import cli, create, store_runs, sweep_file, wait_for, wait_for_evaluating_run
 
 from ignite_sweep.errors import ConfigError
 from ignite_sweep.pool import plan_slots
@@ -81,8 +81,7 @@ def test_kill_9_of_a_workers_run_retries_it_and_the_sweep_completes(offline_wand
     path = sweep_file(offline_wandb, parameters={"epochs": {"value": 2}, "lr": {"values": [0.01, 0.02, 0.03]}})
     sweep_id = create(path)
     pool = start_pool(sweep_id, "--workers", "2")
-    victim = wait_for(lambda: next((r for r in store_runs(sweep_id) if r["state"] == "running" and r["pid"]
-                                    and r["history"]), None), what="a running run")  # fmt: skip
+    victim = wait_for_evaluating_run(sweep_id)
     os.kill(victim["pid"], signal.SIGKILL)
     _, err = pool.communicate(timeout=300)
     assert pool.returncode == 0, err
@@ -98,8 +97,7 @@ def test_a_dead_slot_agent_is_restarted_and_its_run_offered_again(offline_wandb:
     path = sweep_file(offline_wandb, parameters={"epochs": {"value": 2}, "lr": {"values": [0.01, 0.02]}})
     sweep_id = create(path)
     pool = start_pool(sweep_id, "--workers", "1")
-    victim = wait_for(lambda: next((r for r in store_runs(sweep_id) if r["state"] == "running" and r["pid"]
-                                    and r["history"]), None), what="a running run")  # fmt: skip
+    victim = wait_for_evaluating_run(sweep_id)
     agent_pid = int(open(f"/proc/{victim['pid']}/stat").read().split(")")[1].split()[1])  # the run's parent
     os.kill(agent_pid, signal.SIGKILL)  # the slot agent dies; its run dies with it
     out, err = pool.communicate(timeout=300)

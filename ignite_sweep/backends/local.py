@@ -235,10 +235,6 @@ class LocalBackend(Backend):
             self.store.request_stop(db, to_stop)
             return run_id in to_stop
 
-    def should_stop(self, run_id: str) -> bool:
-        run = self.store.run(run_id)
-        return bool(run is None or run["should_stop"])
-
     # -- the agent
 
     def run_agent(self, sweep_id: str, count: int | None = None, max_consecutive_failures: int = 5,
@@ -296,7 +292,6 @@ class LocalBackend(Backend):
     def _trial(self, sweep: SweepRecord, run: dict[str, Any]) -> int:
         """In the forked child: train one run, log it offline, record how it ended. Returns the exit code."""
         import wandb
-
         from ignite_sweep.config import TrainConfig
         from ignite_sweep.train import train
 
