@@ -292,6 +292,7 @@ class LocalBackend(Backend):
     def _trial(self, sweep: SweepRecord, run: dict[str, Any]) -> int:
         """In the forked child: train one run, log it offline, record how it ended. Returns the exit code."""
         import wandb
+
         from ignite_sweep.config import TrainConfig
         from ignite_sweep.train import train
 
