@@ -139,8 +139,6 @@ def run_in_child(
     target: Callable[[], int],
     interrupts: Interrupts,
     on_start: Callable[[int], None],
-    tick: Callable[[], None] | None = None,
-    tick_s: float = 1.0,
 ) -> ChildExit:
     """Fork, run ``target`` in the child (its return value is the exit code), wait for it."""
     sys.stdout.flush()
@@ -165,14 +163,10 @@ def run_in_child(
     interrupts.children.add(pid)
     try:
         on_start(pid)
-        last_tick = time.monotonic()
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
-            if tick and time.monotonic() - last_tick >= tick_s:
-                tick()
-                last_tick = time.monotonic()
             time.sleep(0.01)
     except BaseException:
         # Our wait was interrupted (W&B's agent stops a run by raising in this thread): stop the run the

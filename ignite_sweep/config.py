@@ -14,6 +14,7 @@ import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ignite_sweep.errors import ConfigError
@@ -222,7 +223,7 @@ def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
     import yaml
 
     try:
-        text = open(path, encoding="utf-8").read()  # noqa: SIM115 - closed by refcount at once
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
     try:

@@ -23,6 +23,7 @@ from ignite_sweep.agent import Interrupts, emit, run_in_child, warm_up
 from ignite_sweep.backends.base import AgentResult, Backend, RunRecord, SweepRecord
 from ignite_sweep.backends.local_store import LocalStore
 from ignite_sweep.errors import BackendError, IgniteSweepError
+from ignite_sweep.report import fmt
 
 DEFAULT_RETRIES = 2
 SWEEP_TO_ENGINE_STATE = {
@@ -258,7 +259,7 @@ class LocalBackend(Backend):
                 run, reason = self.claim(sweep_id, slot=slot, gpu=gpu)
                 if run is None:
                     break
-                label = " ".join(f"{k}={_short(v)}" for k, v in run["config"].items())
+                label = " ".join(f"{k}={fmt(v)}" for k, v in run["config"].items())
                 retry = f" (retry {run['attempt']} of {run['retry_of']})" if run.get("retry_of") else ""
                 say(f"run {run['id']} started{retry}: {label}")
                 emit({"event": "start", "run": run["id"], "params": run["config"]})
@@ -360,7 +361,3 @@ def _finish(starting: Future | None, code: int) -> int:
     if starting is not None and starting.exception() is None:
         starting.result().finish(exit_code=code)
     return 0  # the end was recorded; a non-zero exit means "crashed before recording"
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ignite_sweep.backends.base import RUN_STATES
 from ignite_sweep.errors import BackendError
 
 SCHEMA = """
@@ -60,7 +61,7 @@ CREATE TABLE IF NOT EXISTS history (
 );
 """
 
-TERMINAL = ("finished", "stopped", "failed", "crashed")
+TERMINAL = tuple(s for s in RUN_STATES if s != "running")
 
 
 def store_path() -> Path:
