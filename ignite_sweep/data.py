@@ -85,6 +85,10 @@ def _normalise(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Te
     return (x - m) / s
 
 
+DIGITS_RECIPE = "digits-mnist-frame-shift9-v1"
+"""Names the preparation below; change it whenever the preparation changes, so old caches are not read."""
+
+
 def load_digits(data_dir: str = "", download: bool = False, seed: int = 0) -> Dataset:
     """scikit-learn's bundled handwritten digits (1,797 8x8 images), laid out like MNIST.
 
@@ -93,7 +97,47 @@ def load_digits(data_dir: str = "", download: bool = False, seed: int = 0) -> Da
     so every run of a sweep is scored on the same validation images. The training images are augmented
     once with their eight one-pixel shifts in the 28x28 frame (9x the data: 12,942 images), a standard
     trick for so small a set.
+
+    The prepared tensors are cached in ``data_dir`` (``<recipe>.pt``, 42 MB) when it is writable: a sweep's
+    runs each start in a fresh process, and reading the cache (memory-mapped) takes milliseconds where
+    preparing takes 0.1-0.6 s.
     """
+    import torch
+
+    cache = Path(data_dir).expanduser() / f"{DIGITS_RECIPE}.pt" if data_dir else None
+    if cache is not None and cache.is_file():
+        try:
+            saved = torch.load(cache, mmap=True, weights_only=True)
+            return Dataset(saved["train_x"], saved["train_y"], saved["val_x"], saved["val_y"], num_classes=10)
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt below
+            pass
+    dataset = _prepare_digits()
+    if cache is not None:
+        _save_atomically(cache, dataset)
+    return dataset
+
+
+def _save_atomically(path: Path, dataset: Dataset) -> None:
+    """Write to a private temporary file, then rename: agents in parallel never read half a file."""
+    import contextlib
+    import os
+    import secrets
+
+    import torch
+
+    tensors = {k: getattr(dataset, k) for k in ("train_x", "train_y", "val_x", "val_y")}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "xb") as f:
+            torch.save(tensors, f)
+        os.replace(tmp, path)
+    except OSError:  # a read-only data_dir or a full disk: every run prepares the data itself
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _prepare_digits() -> Dataset:
     import torch
     import torch.nn.functional as F
     from sklearn.datasets import load_digits as sk_load_digits

@@ -9,15 +9,21 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+@pytest.fixture(scope="session")
+def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data folder for the whole session: the digits cache is prepared once, not in every test."""
+    return tmp_path_factory.mktemp("data")
+
+
 @pytest.fixture(autouse=True)
-def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def offline_wandb(tmp_path: Path, shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every test: wandb offline, writing under tmp_path; the sweep store under tmp_path too."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_PROJECT", "ignite-sweep-tests")
     monkeypatch.setenv("IGNITE_SWEEP_DIR", str(tmp_path / ".ignite-sweep"))
-    monkeypatch.setenv("IGNITE_SWEEP_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("IGNITE_SWEEP_DATA", str(shared_data_dir))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
     yield tmp_path

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ignite_sweep.data import TensorBatches, load_dataset, load_digits
+from ignite_sweep.data import DIGITS_RECIPE, TensorBatches, load_dataset, load_digits
 from ignite_sweep.errors import DataError
 
 
@@ -27,6 +27,31 @@ def test_digits_is_mnist_shaped_with_a_fixed_split() -> None:
     assert len(a.val_x) == 1797 // 5 and len(a.train_x) == 9 * (1797 - 1797 // 5)
     assert torch.equal(a.val_y, b.val_y) and torch.equal(a.val_x, b.val_x)  # split ignores the run seed
     assert abs(float(a.train_x.mean())) < 1e-3 and abs(float(a.train_x.std()) - 1) < 1e-2
+
+
+def test_digits_are_cached_in_data_dir_and_read_back_equal(tmp_path: Path) -> None:
+    built = load_digits(str(tmp_path))
+    cache = tmp_path / f"{DIGITS_RECIPE}.pt"
+    assert cache.is_file() and [p.name for p in tmp_path.iterdir()] == [cache.name]  # no temporary file left
+    cached = load_digits(str(tmp_path))
+    for name in ("train_x", "train_y", "val_x", "val_y"):
+        assert torch.equal(getattr(built, name), getattr(cached, name))
+    assert cached.train_x.untyped_storage().data_ptr() != built.train_x.untyped_storage().data_ptr()  # read back
+
+
+def test_a_damaged_digits_cache_is_rebuilt(tmp_path: Path) -> None:
+    cache = tmp_path / f"{DIGITS_RECIPE}.pt"
+    cache.write_bytes(b"not a torch file")
+    data = load_digits(str(tmp_path))
+    assert len(data.train_x) == 9 * (1797 - 1797 // 5)
+    assert cache.stat().st_size > 1_000_000  # replaced by a good one
+
+
+def test_digits_load_when_the_cache_cannot_be_written(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("data_dir points below a file, so nothing can be written there")
+    data = load_digits(str(blocker / "data"))
+    assert len(data.val_x) == 1797 // 5
 
 
 @pytest.mark.parametrize(("name", "folder"), [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])

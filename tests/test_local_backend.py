@@ -31,7 +31,10 @@ def test_two_agents_share_a_grid_each_point_once(offline_wandb: Path) -> None:
     assert len(runs) == 6 and set(points.values()) == {1} and len(points) == 6
     assert all(r["state"] == "finished" and r["summary"]["val/accuracy"] > 0 for r in runs)
     assert all(r["pid"] for r in runs) and len({r["pid"] for r in runs}) == 6  # one child process per run
-    assert len(offline_runs(offline_wandb)) == 6
+    run_dirs = offline_runs(offline_wandb)
+    assert len(run_dirs) == 6
+    for run_dir in run_dirs:  # W&B's requirements.txt is still saved though the agent lists packages once
+        assert "torch==" in (run_dir / "files" / "requirements.txt").read_text()
 
 
 def test_two_agents_never_pass_run_cap(offline_wandb: Path) -> None:

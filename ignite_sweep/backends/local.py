@@ -244,7 +244,7 @@ class LocalBackend(Backend):
         slot = slot or os.environ.get("IGNITE_SWEEP_SLOT")
         gpu = os.environ.get("IGNITE_SWEEP_GPU")
         sweep = self.sweep(sweep_id)
-        warm_up()
+        warm_up("sweeps")
         interrupts = Interrupts()
         states: dict[str, int] = {}
         done, failures, reason = 0, 0, ""
