@@ -187,11 +187,14 @@ def run_in_child(
     interrupts.children.add(pid)
     try:
         on_start(pid)
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.01)
+        if threading.current_thread() is threading.main_thread():
+            _, status = os.waitpid(pid, 0)  # signals still reach Interrupts: the wait resumes after them
+        else:  # polled: W&B's agent stops a run by raising an exception into this thread between bytecodes
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.01)
     except BaseException:
         # Our wait was interrupted (W&B's agent stops a run by raising in this thread): stop the run the
         # graceful way and wait for it to record its end.
