@@ -12,6 +12,7 @@ import os
 import socket
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,9 +81,12 @@ class LocalStore:
             self.conn.executescript(SCHEMA)
         except (OSError, sqlite3.DatabaseError) as exc:
             raise BackendError(f"sweep store {self.path}: {exc}") from None
+        # Closed at exit even though the CLI skips interpreter teardown: the last connection to close
+        # folds the WAL back into sweeps.db, so the file alone is complete when copied.
+        self._closer = weakref.finalize(self, self.conn.close)
 
     def close(self) -> None:
-        self.conn.close()
+        self._closer()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
