@@ -29,8 +29,6 @@ def warm_up(*modules: str) -> None:
 
     import wandb
 
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("WANDB_SILENT", "true")  # the agent prints one line per run instead
     service = threading.Thread(target=wandb.setup, name="ignite-sweep-wandb-setup", daemon=True)
     service.start()
     with warnings.catch_warnings():

@@ -244,6 +244,8 @@ class LocalBackend(Backend):
         slot = slot or os.environ.get("IGNITE_SWEEP_SLOT")
         gpu = os.environ.get("IGNITE_SWEEP_GPU")
         sweep = self.sweep(sweep_id)
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_SILENT", "true")  # the agent prints one line per run instead
         warm_up("sweeps")
         interrupts = Interrupts()
         states: dict[str, int] = {}

@@ -84,9 +84,10 @@ class WandbBackend(Backend):
                   slot: str | None = None, echo: Callable[[str], None] | None = None) -> AgentResult:  # fmt: skip
         import wandb
 
-        from ignite_sweep.agent import Interrupts, run_in_child
+        from ignite_sweep.agent import Interrupts, run_in_child, warm_up
 
         entity, project, sid = split_id(sweep_id)
+        warm_up()  # torch, its compiler and wandb.init's imports once here, not again in every run's child
         done = {"runs": 0}
         say = echo or (lambda line: print(line, file=sys.stderr))
 
