@@ -22,7 +22,7 @@ from unittest import mock
 import wandb
 import yaml
 from wandb.apis.public import Run, Sweep
-from wandb_records import records, run_file, summary
+from wandb_records import config, records, run_file, summary
 
 REAL_API = wandb.Api  # the class, kept before it is patched: the fake API is specced on it
 
@@ -102,7 +102,7 @@ class FakeWandbServer:
             (run_dir,) = (self.tmp / "wandb").glob(f"offline-run-*-{run_id}")
             path = run_file(run_dir)
             run = mock.create_autospec(Run, instance=True)
-            run.id, run.summary, run.config = run_id, summary(path), _config(path)
+            run.id, run.summary, run.config = run_id, summary(path), config(path)
             exits = [r.exit.exit_code for r in records(path) if r.WhichOneof("record_type") == "exit"]
             run.state = "finished" if exits == [0] else "failed"
             runs.append(run)
@@ -116,15 +116,3 @@ class FakeWandbServer:
              mock.patch("wandb.apis.public.sweeps._set_sweep_state", autospec=True,
                         side_effect=self.set_sweep_state):  # fmt: skip
             yield self
-
-
-def _config(path: Path) -> dict[str, Any]:
-    config: dict[str, Any] = {}
-    for record in records(path):
-        if record.WhichOneof("record_type") == "config":
-            for item in record.config.update:
-                config[item.key] = yaml.safe_load(item.value_json)
-        elif record.WhichOneof("record_type") == "run":
-            for item in record.run.config.update:
-                config[item.key] = yaml.safe_load(item.value_json)
-    return config

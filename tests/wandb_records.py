@@ -74,6 +74,17 @@ def summary(path: Path) -> dict[str, Any]:
     return result
 
 
+def config(path: Path) -> dict[str, Any]:
+    """The run's config as the server would hold it: the run record's, then every later update."""
+    result: dict[str, Any] = {}
+    for record in records(path):
+        kind = record.WhichOneof("record_type")
+        if kind in ("run", "config"):
+            for item in (record.run.config if kind == "run" else record.config).update:
+                result[item.key] = json.loads(item.value_json)
+    return result
+
+
 def run_file(run_dir: Path, timeout_s: float = 20.0) -> Path:
     """The run's .wandb file, once wandb's service has written it to the end (its exit record)."""
     deadline = time.monotonic() + timeout_s
