@@ -16,13 +16,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+RUN_IMPORTS = (
+    "torch",
+    "ignite.engine",
+    "ignite.handlers",
+    "ignite.metrics",
+    "ignite_sweep.data",
+    "ignite_sweep.models",
+    "ignite_sweep.train",
+    "ignite_sweep.wandb_logging",
+)
+"""What a run imports (train() imports lazily, so that ``ignite-sweep --help`` stays instant)."""
+
 
 def warm_up(*modules: str) -> None:
     """Pay the one-time costs once, in the agent, so that every forked run starts fast.
 
     Starts the wandb service the children share and, while it starts (a second, in another process),
-    imports what a run imports (torch, torch's optimizers with torch._dynamo, Ignite) and ``modules``
-    (the backend's own). Never touches CUDA: a forked child must be free to initialise it.
+    imports what a run imports (``RUN_IMPORTS``, and torch._dynamo through torch's optimizers) and
+    ``modules`` (the backend's own). Never touches CUDA: a forked child must be free to initialise it.
     """
     import importlib
     import warnings
@@ -33,10 +45,9 @@ def warm_up(*modules: str) -> None:
     service.start()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. the sweep engine's pydantic v1-style config
+        for name in RUN_IMPORTS:
+            importlib.import_module(name)
         import torch
-
-        import ignite_sweep.models
-        import ignite_sweep.train  # noqa: F401
 
         dummy = [torch.nn.Parameter(torch.zeros(1))]
         for optimizer in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
@@ -57,7 +68,8 @@ def _warm_up_wandb_init() -> None:
     """
     import wandb.util
 
-    with contextlib.suppress(ImportError):  # where wandb moved it, runs just pay the import themselves
+    with contextlib.suppress(ImportError):  # where wandb moved them, runs just pay the imports themselves
+        import wandb.sdk.artifacts._internal_artifact  # noqa: F401 - the model artifact at the run's end
         import wandb.sdk.launch.inputs.internal  # noqa: F401
     working_set = getattr(wandb.util, "working_set", None)
     if callable(working_set):
