@@ -61,7 +61,7 @@ class FakeWandbServer:
                     config={k: {"value": v} for k, v in r.config.items()},
                     summary_metrics=dict(r.summary),
                     history=[],
-                )  # fmt: skip
+                )
                 for r in self.api_runs(sweep_id)
             ]
             suggestion = sweeps.next_run(sweep.config, engine_runs)
