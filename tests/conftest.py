@@ -15,6 +15,13 @@ def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
+@pytest.fixture
+def one_thread_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For agents run inside the pytest process: they fork from it, and its OpenMP pool (started by earlier
+    tests) can deadlock a forked child that enters it. A real agent process never computes before it forks."""
+    monkeypatch.setenv("IGNITE_SWEEP_THREADS", "1")
+
+
 @pytest.fixture(autouse=True)
 def offline_wandb(tmp_path: Path, shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every test: wandb offline, writing under tmp_path; the sweep store under tmp_path too."""

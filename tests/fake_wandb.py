@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,16 @@ from wandb.apis.public import Run, Sweep
 from wandb_records import config, records, run_file, summary
 
 REAL_API = wandb.Api  # the class, kept before it is patched: the fake API is specced on it
+
+
+def hand_run(tmp: Path, run_id: str, params: dict[str, Any], function: Callable[[], Any]) -> None:
+    """Hand one run to the agent's function as wandb's pyagent does: a teardown first, the params as a YAML
+    of ``{name: {value: v}}`` in ``WANDB_SWEEP_PARAM_PATH``, the run id in ``WANDB_RUN_ID``."""
+    param_file = tmp / f"config-{run_id}.yaml"
+    param_file.write_text(yaml.safe_dump({k: {"value": v} for k, v in params.items()}))
+    wandb.teardown()
+    with mock.patch.dict(os.environ, {"WANDB_SWEEP_PARAM_PATH": str(param_file), "WANDB_RUN_ID": run_id}):
+        function()
 
 
 @dataclass
@@ -70,11 +80,7 @@ class FakeWandbServer:
                 return
             run_id = f"{sweep_id}r{len(sweep.run_ids):03d}"
             sweep.run_ids.append(run_id)
-            param_file = self.tmp / f"config-{run_id}.yaml"
-            param_file.write_text(yaml.safe_dump({k: {"value": v["value"]} for k, v in suggestion.config.items()}))
-            wandb.teardown()  # as wandb's pyagent does before each run
-            with mock.patch.dict(os.environ, {"WANDB_SWEEP_PARAM_PATH": str(param_file), "WANDB_RUN_ID": run_id}):
-                function()
+            hand_run(self.tmp, run_id, {k: v["value"] for k, v in suggestion.config.items()}, function)
             done += 1
 
     def set_sweep_state(self, api: Any, sweep_id: str, state: str, entity: Any = None, project: Any = None) -> None:

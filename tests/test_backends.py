@@ -18,6 +18,8 @@ from ignite_sweep.backends import REGISTRY
 from ignite_sweep.backends.base import RUN_STATES, Backend
 from ignite_sweep.config import validate_sweep
 
+pytestmark = pytest.mark.usefixtures("one_thread_per_run")
+
 ID_FORMS = {"local": r"local/[a-z0-9]{8}", "wandb": r"me/contract/sw\d{4}"}
 FAST = {"dataset": {"value": "digits"}, "epochs": {"value": 1},
         "batch_size": {"value": 256}, "log_interval": {"value": 50}}  # fmt: skip
@@ -29,13 +31,6 @@ def grid(**values: list[Any]) -> dict[str, Any]:
         "metric": {"name": "val/accuracy", "goal": "maximize"},
         "parameters": {**FAST, **{k: {"values": v} for k, v in values.items()}},
     })  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def one_thread_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The agents here fork from the pytest process, whose OpenMP pool earlier tests started; a forked child
-    # that enters that pool can deadlock. A real agent process never computes before it forks.
-    monkeypatch.setenv("IGNITE_SWEEP_THREADS", "1")
 
 
 @pytest.fixture(params=sorted(REGISTRY))

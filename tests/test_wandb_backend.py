@@ -6,7 +6,6 @@ The trial function runs exactly as wandb.agent runs it: WANDB_SWEEP_PARAM_PATH p
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -15,12 +14,15 @@ import pytest
 import wandb
 import yaml
 from conftest import offline_runs
+from fake_wandb import hand_run
 from wandb.apis.public import Run, Sweep
 from wandb_records import records, run_file, summary
 
 from ignite_sweep.backends import backend_for_sweep, choose_backend
 from ignite_sweep.backends.wandb import WandbBackend
 from ignite_sweep.config import SWEEP_COMMAND, validate_sweep
+
+pytestmark = pytest.mark.usefixtures("one_thread_per_run")
 
 CONFIG = {
     "method": "random",
@@ -40,14 +42,7 @@ def fake_agent(tmp: Path, suggestions: list[dict[str, Any]]) -> Any:
     def agent(sweep_id: str, function: Any = None, entity: Any = None, project: Any = None, count: Any = None) -> None:
         fixed = {k: v["value"] for k, v in CONFIG["parameters"].items() if "value" in v}
         for i, suggestion in enumerate(suggestions[:count]):
-            params = {**fixed, **suggestion}
-            wandb.teardown()  # as wandb's pyagent does before each run
-            param_file = tmp / f"sweep-params-{i}.yaml"
-            param_file.write_text(yaml.safe_dump({k: {"value": v} for k, v in params.items()}))
-            with mock.patch.dict(
-                os.environ, {"WANDB_SWEEP_PARAM_PATH": str(param_file), "WANDB_RUN_ID": f"wbrun{i:03d}"}
-            ):
-                function()
+            hand_run(tmp, f"wbrun{i:03d}", {**fixed, **suggestion}, function)
 
     return agent
 
@@ -84,13 +79,6 @@ def test_create_registers_the_config_with_a_command(api: Any) -> None:
     (config,), kwargs = sweep.call_args
     assert kwargs == {"project": "digits", "entity": "me"}
     assert config["command"] == SWEEP_COMMAND and config["parameters"] == CONFIG["parameters"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    # These agents fork from the pytest process, whose OpenMP pool earlier tests started; a forked child
-    # that enters that pool can deadlock. A real agent process never computes before it forks.
-    monkeypatch.setenv("IGNITE_SWEEP_THREADS", "1")
 
 
 def test_agent_trains_each_run_from_wandb_config(offline_wandb: Path) -> None:
