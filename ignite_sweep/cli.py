@@ -63,7 +63,7 @@ def _console(stderr: bool = False):  # noqa: ANN202 - rich is imported lazily
 
 def _create(sweep_file: Path, backend: str, project: str | None, entity: str | None) -> str:
     from ignite_sweep.backends import REGISTRY, choose_backend
-    from ignite_sweep.config import load_sweep
+    from ignite_sweep.sweepfile import load_sweep
 
     config = load_sweep(sweep_file)
     chosen, why = choose_backend(backend)

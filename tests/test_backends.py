@@ -16,7 +16,7 @@ from fake_wandb import FakeWandbServer
 
 from ignite_sweep.backends import REGISTRY
 from ignite_sweep.backends.base import RUN_STATES, Backend
-from ignite_sweep.config import validate_sweep
+from ignite_sweep.sweepfile import validate_sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_run")
 

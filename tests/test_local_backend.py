@@ -16,7 +16,7 @@ from wandb_records import run_file, summary
 
 from ignite_sweep.backends.local import LocalBackend, next_params, runs_to_stop
 from ignite_sweep.backends.local_store import LocalStore
-from ignite_sweep.config import validate_sweep
+from ignite_sweep.sweepfile import validate_sweep
 
 
 def test_two_agents_share_a_grid_each_point_once(offline_wandb: Path) -> None:

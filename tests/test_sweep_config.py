@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from sweep_helpers import cli, sweep_file
 
-from ignite_sweep.config import SWEEP_COMMAND, load_sweep
 from ignite_sweep.errors import ConfigError
+from ignite_sweep.sweepfile import SWEEP_COMMAND, load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ from wandb_records import records, run_file, summary
 
 from ignite_sweep.backends import backend_for_sweep, choose_backend
 from ignite_sweep.backends.wandb import WandbBackend
-from ignite_sweep.config import SWEEP_COMMAND, validate_sweep
+from ignite_sweep.sweepfile import SWEEP_COMMAND, validate_sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_run")
 
