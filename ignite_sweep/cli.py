@@ -65,7 +65,7 @@ def _create(sweep_file: Path, backend: str, project: str | None, entity: str | N
     from ignite_sweep.backends import REGISTRY, choose_backend
     from ignite_sweep.sweepfile import load_sweep
 
-    config = load_sweep(sweep_file)
+    config = load_sweep(sweep_file, warn=lambda message: _err(f"warning: {message}"))
     chosen, why = choose_backend(backend)
     _err(f"backend: {chosen} ({why})")
     sweep_id = REGISTRY[chosen]().create(config, project=project, entity=entity)
@@ -253,23 +253,52 @@ def sync(
     typer.echo(("would run: " if dry_run else "ran: ") + shlex.join(command))
 
 
-def main() -> None:
-    import click
+def run(args: list[str] | None = None) -> int:
+    """Run the command line and return its exit code; every error is one line on stderr, never a traceback:
+    a user's mistake (IgniteSweepError) says what to change, a bug says where its traceback was written."""
+    from ignite_sweep.errors import report_unexpected
 
+    abort, usage, exit_ = _click_exceptions()
     try:
-        code = app(standalone_mode=False)
+        code = app(args=args, prog_name="ignite-sweep", standalone_mode=False)
     except IgniteSweepError as exc:
         _err(f"error: {exc}")
-        _exit(1)
-    except click.exceptions.Abort:
+        return 1
+    except (*abort, KeyboardInterrupt):
         _err("aborted")
-        _exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        _exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        _exit(exc.exit_code)
-    _exit(code if isinstance(code, int) else 0)
+        return 130
+    except usage as exc:  # a bad option or argument: one line, where to read more
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # the help itself
+        else:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            _err(f"error: {exc.format_message()}{hint}")
+        return exc.exit_code
+    except exit_ as exc:
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - the backstop: a bug, shown as one line
+        _err(report_unexpected(exc))
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(Abort, ClickException, Exit) classes: typer >= 0.2x raises its own and those of its vendored click
+    (typer._click), older typer those of click itself (typer.Abort and typer.Exit are click's there)."""
+    import importlib
+
+    usage = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            usage.append(importlib.import_module(name).ClickException)
+        except ImportError:
+            continue
+    return (typer.Abort,), tuple(usage), (typer.Exit,)
+
+
+def main() -> None:
+    _exit(run())
 
 
 def _exit(code: int) -> None:

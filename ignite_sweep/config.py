@@ -202,7 +202,26 @@ def coerce(key: str, value: Any, typ: Any) -> Any:
         raise ConfigError(f"hyperparameter '{key}': got {value!r}, allowed: {kind}") from None
 
 
+ALIASES = {
+    "learning_rate": "lr", "learningrate": "lr", "lr0": "lr", "base_lr": "lr", "init_lr": "lr",
+    "num_epochs": "epochs", "n_epochs": "epochs", "max_epochs": "epochs", "epoch": "epochs",
+    "bs": "batch_size", "batch": "batch_size", "train_batch_size": "batch_size", "batchsize": "batch_size",
+    "per_device_train_batch_size": "batch_size",
+    "eval_batch_size": "val_batch_size", "test_batch_size": "val_batch_size", "valid_batch_size": "val_batch_size",
+    "wd": "weight_decay", "l2": "weight_decay", "decay": "weight_decay",
+    "opt": "optimizer", "optim": "optimizer", "optimiser": "optimizer",
+    "scheduler": "lr_schedule", "lr_scheduler": "lr_schedule", "schedule": "lr_schedule",
+    "warmup": "warmup_epochs", "drop": "dropout", "dropout_rate": "dropout", "drop_rate": "dropout",
+    "random_seed": "seed", "arch": "model", "architecture": "model", "network": "model", "data": "dataset",
+    "mixed_precision": "amp", "fp16": "amp",
+}  # fmt: skip
+"""Names public sweep files use for this project's hyperparameters (the closest-name match misses them)."""
+
+
 def unknown_key_message(key: str, known: Mapping[str, Any] | list[str], what: str) -> str:
+    alias = ALIASES.get(key.lower().replace("-", "_"))
+    if alias in known:
+        return f"unknown {what} '{key}'; did you mean '{alias}'?"
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     if not close:  # 'lr_rate' -> 'lr': a known name that the key starts with
         close = sorted((k for k in known if key.startswith(k) or k.startswith(key)), key=len, reverse=True)

@@ -1,6 +1,9 @@
-"""Sweep files: read a W&B sweep YAML and validate it before anything is registered.
+"""Sweep files: read a W&B sweep YAML and prove it can run before anything is registered.
 
-The schema is W&B's own (the ``sweeps`` engine's); hyperparameter names and values are TrainConfig's.
+The schema is W&B's own (the ``sweeps`` engine's); hyperparameter names and values are TrainConfig's. A sweep
+is refused at ``create`` (one line: the file, the key path, what is allowed) when the schema says no, when a
+value a parameter can take is not a valid hyperparameter, or when the engine itself cannot run it (a dry
+``next_run`` plus a handful of seeded suggestions, each built into a TrainConfig).
 """
 
 from __future__ import annotations
@@ -8,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +23,15 @@ from ignite_sweep.errors import ConfigError
 SWEEP_COMMAND = ["${env}", "${interpreter}", "-m", "ignite_sweep.train", "${args}"]
 METHODS = ("grid", "random", "bayes")
 _RANGE_DISTRIBUTIONS = ("uniform", "int_uniform", "q_uniform", "log_uniform_values", "q_log_uniform_values")
+DRY_RUN_SUGGESTIONS = 20
+"""How many seeded suggestions `create` draws from the engine and builds into a TrainConfig."""
+MAX_GRID_POINTS = 1_000_000
+TAIL = 1e-6
+"""Quantiles checked on either side of a distribution: a value drawn once in a million runs still must run."""
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
-def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_sweep(path: str | os.PathLike[str], warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Read a W&B sweep YAML file and validate it (see ``validate_sweep``)."""
     import yaml
 
@@ -27,6 +39,11 @@ def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "expected a W&B sweep YAML"
+        ) from None
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -34,16 +51,16 @@ def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
-    return validate_sweep(config, str(path))
+    return validate_sweep(config, str(path), warn=warn)
 
 
-def validate_sweep(config: Any, source: str = "sweep config") -> dict[str, Any]:
-    """Check a sweep config against W&B's schema and TrainConfig; returns it with a ``command`` added.
+def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[str], None] | None = None
+                   ) -> dict[str, Any]:  # fmt: skip
+    """Check a sweep config against W&B's schema and TrainConfig, then dry-run the engine on it; returns it
+    with a ``command`` added. ``warn`` gets what W&B accepts with a warning (deprecated distributions).
 
     Errors are one line: the file, the key, what is allowed.
     """
-    import warnings
-
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: expected a mapping with method, metric and parameters")
     method = config.get("method")
@@ -52,40 +69,20 @@ def validate_sweep(config: Any, source: str = "sweep config") -> dict[str, Any]:
     parameters = config.get("parameters")
     if not isinstance(parameters, dict) or not parameters:
         raise ConfigError(f"{source}: key 'parameters': needs at least one hyperparameter")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
     for name, spec in parameters.items():
-        if name not in known:
-            raise ConfigError(f"{source}: {unknown_key_message(name, sorted(known), what='parameter')}")
+        if name not in _FIELDS:
+            raise ConfigError(f"{source}: {unknown_key_message(str(name), sorted(_FIELDS), what='parameter')}")
         if not isinstance(spec, dict):
             raise ConfigError(
                 f"{source}: key 'parameters.{name}': expected a mapping such as {{value: ...}} or {{values: [...]}}"
             )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import sweeps
+    from ignite_sweep.sweep_schema import schema_problems
 
-        try:
-            violations = sweeps.schema_violations_from_proposed_config(config)
-        except Exception as exc:  # noqa: BLE001 - the engine raises plain ValueErrors on some shapes
-            violations = [str(exc).splitlines()[0]]
-    if violations:
-        raise ConfigError(f"{source}: {violations[0]}")
-
-    def check(values: dict[str, Any]) -> None:
-        try:
-            TrainConfig.from_dict(values)
-        except ConfigError as exc:
-            message = str(exc).replace("hyperparameter '", "key 'parameters.", 1)
-            raise ConfigError(f"{source}: {message}") from None
-
-    fixed = {k: v["value"] for k, v in parameters.items() if "value" in v}
-    check(fixed)
-    for name, spec in parameters.items():
-        candidates = list(spec.get("values", []))
-        if spec.get("distribution", "uniform" if "min" in spec else None) in _RANGE_DISTRIBUTIONS:
-            candidates += [spec[b] for b in ("min", "max") if b in spec]
-        for value in candidates:
-            check({**fixed, name: value})
+    problems, deprecated = schema_problems(config)
+    if problems:
+        raise ConfigError(f"{source}: {problems[0]}")
+    for message in deprecated:
+        (warn or _warn)(f"{source}: {message}")
     metric = config.get("metric")
     if metric is not None:
         name = metric.get("name")
@@ -96,6 +93,153 @@ def validate_sweep(config: Any, source: str = "sweep config") -> dict[str, Any]:
     needs_metric = method == "bayes" or "early_terminate" in config or "target" in (metric or {})
     if needs_metric and metric is None:
         raise ConfigError(f"{source}: key 'metric': method {method} and early_terminate need a metric to optimise")
+    try:
+        _check_values(config)
+        _dry_run(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     result = dict(config)
     result.setdefault("command", list(SWEEP_COMMAND))
     return result
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, stacklevel=3)
+
+
+def _check(values: dict[str, Any], how: str = "") -> None:
+    """values -> TrainConfig, or a ConfigError naming the sweep key (``key 'parameters.lr': got ...``)."""
+    try:
+        TrainConfig.from_dict(values)
+    except ConfigError as exc:
+        message = str(exc).replace("hyperparameter '", "key 'parameters.", 1)
+        raise ConfigError(message + how) from None
+
+
+def _engine_parameter(name: str, spec: dict[str, Any]) -> Any:
+    from ignite_sweep.engine import sweeps_engine
+
+    sweeps_engine()
+    from sweeps.params import HyperParameter
+
+    return HyperParameter(name, spec)
+
+
+def _kind(spec: dict[str, Any]) -> str:
+    if "distribution" in spec:
+        return f"distribution {spec['distribution']}"
+    if "probabilities" in spec:
+        return "values with probabilities"
+    return next((k for k in ("value", "values") if k in spec), "min/max")
+
+
+def _check_values(config: dict[str, Any]) -> None:
+    """Every value a parameter can take is a valid hyperparameter: its values, its bounds, and its
+    distribution's far tails; integer, boolean and string hyperparameters get only what they can hold."""
+    from ignite_sweep.engine import plain
+
+    parameters = config["parameters"]
+    fixed = {k: v["value"] for k, v in parameters.items() if "value" in v}
+    _check(fixed)
+    grid = config["method"] == "grid"
+    for name, spec in parameters.items():
+        param = _engine_parameter(name, spec)
+        kind = param.type.removeprefix("param_")
+        typ = _FIELDS[name].type
+        typ = typ if isinstance(typ, str) else typ.__name__
+        discrete = ("single_value", "categorical")
+        if grid and kind not in (*discrete, "int_uniform", "quniform"):
+            raise ConfigError(
+                f"key 'parameters.{name}': grid needs values, int_uniform or q_uniform, got {_kind(spec)}"
+            )
+        if typ in ("bool", "str") and kind not in discrete:
+            raise ConfigError(f"key 'parameters.{name}': a choice needs value or values, got {_kind(spec)}")
+        if typ == "int" and kind not in (*discrete, "categorical_w_probabilities", "int_uniform"):
+            q = param.config.get("q")
+            if q is None or not float(q).is_integer():
+                raise ConfigError(
+                    f"key 'parameters.{name}': an integer; {_kind(spec)} draws non-whole numbers, "
+                    "use int_uniform, a q_ distribution with a whole q, or values"
+                )
+        candidates = list(param.config.get("values", []))
+        how = ""
+        if param.type == param.CONSTANT:
+            continue
+        if kind not in ("categorical", "categorical_w_probabilities"):
+            bounds = [param.config[b] for b in ("min", "max") if b in param.config and _distribution(spec)]
+            tails = [float(plain(param.ppf(x))) for x in (TAIL, 0.5, 1 - TAIL)]
+            candidates += bounds + tails
+            how = f" ({_kind(spec)} can draw it)"
+        for value in candidates:
+            _check({**fixed, name: value}, how)
+
+
+def _distribution(spec: dict[str, Any]) -> bool:
+    """Whether min/max are values the distribution can draw (not log-space exponents, not q-rounded)."""
+    return spec.get("distribution", "uniform" if "min" in spec else None) in _RANGE_DISTRIBUTIONS
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """The engine draws with Python's and numpy's global generators: seed both, then put them back."""
+    import numpy as np
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def _grid_points(parameters: dict[str, Any]) -> int:
+    points = 1
+    for name, spec in parameters.items():
+        param = _engine_parameter(name, spec)
+        c = param.config
+        if "values" in c:
+            points *= len(c["values"])
+        elif param.type == param.INT_UNIFORM:
+            points *= c["max"] - c["min"] + 1
+        elif param.type == param.Q_UNIFORM:
+            points *= max(1, int((c["max"] - c["min"]) / c["q"]) + 1)
+    return points
+
+
+def _dry_run(config: dict[str, Any], n: int = DRY_RUN_SUGGESTIONS, seed: int = 0) -> None:
+    """Run the engine on the sweep as an agent would (no runs yet, then ``n`` suggestions, each fed back as a
+    finished run) and build every suggestion into a TrainConfig. Seeded, so ``create`` is repeatable."""
+    from ignite_sweep.engine import next_params, runs_to_stop
+
+    if config["method"] == "bayes" and all("value" in spec for spec in config["parameters"].values()):
+        raise ConfigError("key 'parameters': bayes needs a parameter that varies (values or a distribution)")
+    if config["method"] == "grid" and (points := _grid_points(config["parameters"])) > MAX_GRID_POINTS:
+        raise ConfigError(f"key 'parameters': a grid of {points:,} points; at most {MAX_GRID_POINTS:,}")
+    metric = (config.get("metric") or {}).get("name", "val/accuracy")
+    history = [{metric: 0.5 + step / 100} for step in range(3)]
+    rows: list[dict[str, Any]] = []
+    with _seeded(seed):
+        try:  # hyperband's bands, on two runs that have reported a few times
+            runs_to_stop(config, [{"id": f"dry{i}", "state": "running", "config": {}, "history": history[: i + 1]}
+                                  for i in range(2)])  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - the engine raises plain ValueErrors and worse
+            raise ConfigError(f"key 'early_terminate': the sweep engine cannot run it: {_first_line(exc)}") from None
+        for i in range(n):
+            try:
+                suggestion = next_params(config, rows)
+            except Exception as exc:  # noqa: BLE001
+                raise ConfigError(f"the sweep engine cannot run it: {_first_line(exc)}") from None
+            if suggestion is None:
+                return
+            _check(suggestion[0], f" (the engine's suggestion {i + 1} of {n})")
+            rows.append({"id": f"dry{i}", "state": "finished", "config": suggestion[0], "summary": history[-1],
+                         "history": history})  # fmt: skip
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

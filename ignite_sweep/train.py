@@ -25,7 +25,7 @@ Reporter = Callable[[dict[str, float]], bool]
 
 
 class StopSignal:
-    """SIGTERM / first Ctrl-C call ``on_stop`` (which asks the engine to terminate); a second Ctrl-C
+    """SIGTERM / SIGHUP / first Ctrl-C call ``on_stop`` (which asks the engine to terminate); a second Ctrl-C
     interrupts at once. Nothing runs per iteration: ``engine.terminate()`` only sets the flag that Ignite
     checks after each iteration."""
 
@@ -38,7 +38,7 @@ class StopSignal:
         if threading.current_thread() is not threading.main_thread():
             yield self  # wandb.agent runs functions in a thread; it stops them through its own channel
             return
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
         def handle(signum: int, _frame: Any) -> None:
             if signum == signal.SIGINT and self.requested:
@@ -238,9 +238,13 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
     finally:
         if diverged() and state["status"] != "failed":
             state["status"] = "diverged"
+        all_done = trainer.state.iteration >= cfg.epochs * len(train_batches)
+        if all_done and state["status"] in ("stopped", "early-stopped"):
+            state["status"] = "finished"  # the stop came after its last epoch: nothing was cut short
         train_time = timer.value()
         summary = {
             "status": state["status"],
+            "stopped_by": stop.requested,  # the signal that stopped it (SIGTERM, SIGINT, SIGHUP), if one did
             "epochs_completed": trainer.state.iteration // len(train_batches),
             **{f"best/{k}": v for k, v in state["best"].items()},
             **state["last"],
@@ -329,7 +333,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ignite_sweep.errors import IgniteSweepError
+    from ignite_sweep.errors import IgniteSweepError, report_unexpected
 
     args = sys.argv[1:] if argv is None else argv
     if "-h" in args or "--help" in args:
@@ -344,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the backstop: a bug (or a user factory's error), one line
+        print(report_unexpected(exc), file=sys.stderr)
+        return 1
     metrics = ", ".join(f"{k}={summary[k]:.4f}" for k in ("val/accuracy", "val/loss") if summary.get(k) is not None)
     print(f"{summary['status']} after {summary['epochs_completed']} epochs: {metrics}")
     return 0 if summary["status"] != "diverged" else 2

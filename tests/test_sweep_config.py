@@ -34,7 +34,7 @@ def test_own_command_is_kept(tmp_path: Path) -> None:
             {"metric": {"name": "val/acc", "goal": "maximize"}},
             r"key 'metric.name': got 'val/acc'.*did you mean 'val/accuracy'",
         ),
-        ({"metric": {"name": "val/loss", "goal": "down"}}, r"'down' is not one of"),
+        ({"metric": {"name": "val/loss", "goal": "down"}}, r"key 'metric.goal': got 'down', allowed: minimize \| maximize"),  # noqa: E501
         (
             {"parameters": {"lr": {"values": [0.1, -1]}}},
             r"key 'parameters.lr': got -1.0, allowed: a number > 0",
@@ -44,7 +44,7 @@ def test_own_command_is_kept(tmp_path: Path) -> None:
             r"key 'parameters.optimizer'.*sgd \| adam \| adamw",
         ),
         (
-            {"parameters": {"lr": {"distribution": "uniform", "min": 0.0, "max": 0.1}}},
+            {"method": "random", "parameters": {"lr": {"distribution": "uniform", "min": 0.0, "max": 0.1}}},
             r"'parameters.lr': got 0.0",
         ),
         ({"parameters": {"lr": 0.1}}, r"key 'parameters.lr': expected a mapping"),

@@ -14,7 +14,6 @@ import string
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -22,17 +21,11 @@ from typing import Any
 from ignite_sweep.agent import Interrupts, emit, run_in_child, warm_up
 from ignite_sweep.backends.base import AgentResult, Backend, RunRecord, SweepRecord
 from ignite_sweep.backends.local_store import LocalStore
+from ignite_sweep.engine import next_params, runs_to_stop
 from ignite_sweep.errors import BackendError, IgniteSweepError
 from ignite_sweep.report import fmt
 
 DEFAULT_RETRIES = 2
-SWEEP_TO_ENGINE_STATE = {
-    "running": "running",
-    "finished": "finished",
-    "stopped": "finished",  # stopped early with real metrics, as W&B records a hyperband stop
-    "failed": "failed",
-    "crashed": "crashed",
-}
 
 
 def _new_id() -> str:
@@ -44,46 +37,7 @@ def short_id(sweep_id: str) -> str:
     return sweep_id.split("/", 1)[1] if sweep_id.startswith("local/") else sweep_id
 
 
-def _sweeps() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the engine's pydantic v1-style config warns on import
-        import sweeps
-
-    return sweeps
-
-
 # ---------------------------------------------------------------- scheduling: pure functions over rows
-
-
-def engine_runs(rows: list[dict[str, Any]]) -> list[Any]:
-    """Store rows -> the sweep engine's SweepRun objects."""
-    sweeps = _sweeps()
-    return [
-        sweeps.SweepRun(
-            name=row["id"],
-            state=SWEEP_TO_ENGINE_STATE[row["state"]],
-            config={k: {"value": v} for k, v in row["config"].items()},
-            history=row.get("history", []),
-            summary_metrics=row.get("summary") or {},
-            search_info=row.get("search_info"),
-        )
-        for row in rows
-    ]
-
-
-def next_params(config: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict[str, Any], Any] | None:
-    """The engine's next suggestion as flat params (and its search info), or None when exhausted."""
-    suggestion = _sweeps().next_run(config, engine_runs(rows))
-    if suggestion is None:
-        return None
-    params = {k: v["value"] for k, v in suggestion.config.items()}
-    return params, suggestion.search_info
-
-
-def runs_to_stop(config: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
-    if (config.get("early_terminate") or {}).get("type") != "hyperband":
-        return []
-    return [run.name for run in _sweeps().stop_runs(config, engine_runs(rows))]
 
 
 def target_reached(config: dict[str, Any], rows: list[dict[str, Any]]) -> bool:

@@ -1,0 +1,46 @@
+"""The README's commands typed in a real terminal (a pty), where the progress bar, the live pool view and
+rich's tables take their terminal paths. No test used a terminal before, and every run failed there."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from sweep_helpers import cli, sweep_file
+from terminal import run_in_pty
+
+IGNITE_SWEEP = [sys.executable, "-m", "ignite_sweep"]
+PROGRESS_BAR = re.compile(r"Iteration: \[\d+/\d+\] +\d+%\|")  # Ignite's ProgressBar for a 1-epoch run
+
+
+def test_run_in_a_terminal_finishes_its_runs_with_a_progress_bar(offline_wandb: Path) -> None:
+    path = sweep_file(offline_wandb, parameters={"lr": {"values": [0.01, 0.05]}})
+    code, screen = run_in_pty([*IGNITE_SWEEP, "run", str(path), "--backend", "local", "--count", "2"])
+    assert code == 0, screen
+    assert "Traceback" not in screen and "tqdm" not in screen, screen
+    assert PROGRESS_BAR.search(screen), screen  # Ignite's ProgressBar, drawn because stderr is a terminal
+    sweep_id = [line for line in screen.splitlines() if line.startswith("local/")][-1].strip()
+    status = json.loads(cli("status", sweep_id, "--json").stdout)
+    assert [r["state"] for r in status["runs"]] == ["finished", "finished"]
+
+
+def test_train_in_a_terminal(offline_wandb: Path) -> None:
+    code, screen = run_in_pty([sys.executable, "-m", "ignite_sweep.train", "--dataset=digits", "--epochs=1",
+                               "--log_interval=50"])  # fmt: skip
+    assert code == 0, screen
+    assert PROGRESS_BAR.search(screen) and "finished after 1 epochs" in screen, screen
+
+
+def test_pool_live_view_and_status_table_in_a_terminal(offline_wandb: Path) -> None:
+    path = sweep_file(offline_wandb, parameters={"lr": {"values": [0.01, 0.05]}})
+    code, screen = run_in_pty([*IGNITE_SWEEP, "run", str(path), "--backend", "local", "--workers", "2",
+                               "--stagger", "0"])  # fmt: skip
+    assert code == 0, screen
+    assert "Traceback" not in screen, screen
+    assert "slot" in screen and "cpu0" in screen and "cpu1" in screen, screen  # rich's live table
+    assert "pool done: 2 slots, 2 finished" in screen, screen
+    sweep_id = [line for line in screen.splitlines() if line.startswith("local/")][-1].strip()
+    code, table = run_in_pty([*IGNITE_SWEEP, "status", sweep_id], cols=100)
+    assert code == 0 and "val/accuracy (maximize)" in table and "* best run" in table, table
