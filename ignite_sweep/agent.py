@@ -133,17 +133,31 @@ class ChildExit:
 
 
 class Interrupts:
-    """First SIGINT/SIGTERM: stop gracefully (children get SIGTERM); second: kill the children."""
+    """First SIGINT/SIGTERM/SIGHUP: stop gracefully (children get SIGTERM); second: kill the children.
+
+    ``interrupted()`` is shared with forked children (an anonymous shared page, set before they are
+    signalled): a run that stops because its agent was interrupted is recorded ``interrupted`` (unfinished
+    work, run again by the next agent), not ``stopped`` (a result)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
+        import mmap
+
         self.count = 0
         self.children: set[int] = set()
+        self._shared = mmap.mmap(-1, 1)  # MAP_SHARED | MAP_ANONYMOUS: a forked child sees the parent's writes
 
     @property
     def requested(self) -> bool:
         return self.count > 0
 
+    def interrupted(self) -> bool:
+        """True once the agent was interrupted; true in its forked children too."""
+        return self._shared[0] == 1
+
     def _handle(self, signum: int, _frame: object) -> None:
+        self._shared[0] = 1
         self.count += 1
         sig = signal.SIGTERM if self.count == 1 else signal.SIGKILL
         for pid in list(self.children):
@@ -159,7 +173,7 @@ class Interrupts:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.getsignal(s) for s in self.SIGNALS}
         for s in previous:
             signal.signal(s, self._handle)
         try:
@@ -181,8 +195,8 @@ def run_in_child(
     if pid == 0:  # child
         code = 1
         try:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            for sig in Interrupts.SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
             die_with_parent()
             set_threads()
             code = target()

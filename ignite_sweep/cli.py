@@ -139,9 +139,10 @@ def agent(
 ) -> None:
     """Run the sweep's runs until it is exhausted, --count is reached, it is stopped, or Ctrl-C.
 
-    Ctrl-C once stops gracefully: the running run ends through engine.terminate() and is recorded
-    'stopped'. Twice kills it. With --gpus or --workers, one agent per slot with a live view; --count is
-    then per slot.
+    Ctrl-C (or SIGTERM, SIGHUP) once stops gracefully: the running run ends through engine.terminate() and is
+    recorded 'interrupted'; the next agent on the sweep runs it again first. Twice kills it. Interrupted and
+    crashed runs are taken before new ones. With --gpus or --workers, one agent per slot with a live view;
+    --count is then per slot.
     """
     _agent(sweep_id, count, max_consecutive_failures, gpus, per_gpu, workers, stagger, slot)
 

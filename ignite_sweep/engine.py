@@ -40,7 +40,9 @@ def plain(value: Any) -> Any:
 
 
 def engine_runs(rows: list[dict[str, Any]]) -> list[Any]:
-    """Store rows -> the sweep engine's SweepRun objects."""
+    """Store rows -> the sweep engine's SweepRun objects. Interrupted runs are left out: they are no result
+    (bayes must not learn from them, grid must not count their point done), and their re-run carries the
+    same config."""
     sweeps = sweeps_engine()
     return [
         sweeps.SweepRun(
@@ -52,6 +54,7 @@ def engine_runs(rows: list[dict[str, Any]]) -> list[Any]:
             search_info=row.get("search_info"),
         )
         for row in rows
+        if row["state"] in SWEEP_TO_ENGINE_STATE
     ]
 
 

@@ -236,7 +236,7 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
                 except ProcessLookupError:
                     pass
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     started_at = time.monotonic()
     try:
         if live:

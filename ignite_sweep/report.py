@@ -12,6 +12,7 @@ STATE_STYLE = {
     "stopped": "yellow",
     "failed": "red",
     "crashed": "magenta",
+    "interrupted": "blue",
 }
 
 
@@ -62,7 +63,7 @@ def status_table(sweep: SweepRecord, runs: list[RunRecord], best: RunRecord | No
     table.add_column("epochs", justify="right")
     table.add_column("runtime", justify="right")
     table.add_column("slot", justify="right")
-    table.add_column("error", overflow="fold")
+    table.add_column("note", overflow="fold")  # the error, or the run it continues
     for run in runs:
         is_best = best is not None and run.id == best.id
         row = [f"{run.id} *" if is_best else run.id, f"[{STATE_STYLE.get(run.state, 'white')}]{run.state}[/]"]
@@ -73,7 +74,7 @@ def status_table(sweep: SweepRecord, runs: list[RunRecord], best: RunRecord | No
             fmt(run.summary.get("epochs_completed")),
             fmt_runtime(run.runtime_s),
             fmt(run.slot),
-            run.error or "",
+            "; ".join(x for x in (f"continues {run.continues}" if run.continues else "", run.error or "") if x),
         ]
         table.add_row(*row, style="bold" if is_best else None)
     if best is not None:

@@ -20,7 +20,7 @@ from ignite_sweep.errors import BackendError
 from ignite_sweep.report import fmt, fmt_runtime, swept_names
 
 STATE_COLOR = {"finished": "#2ca02c", "stopped": "#ff7f0e", "failed": "#d62728", "crashed": "#9467bd",
-               "running": "#1f77b4"}  # fmt: skip
+               "running": "#1f77b4", "interrupted": "#7f7f7f"}  # fmt: skip
 
 
 @dataclass
@@ -33,11 +33,13 @@ class SweepData:
 
     @property
     def scored(self) -> list[RunRecord]:
-        return [r for r in self.runs if r.metric(self.metric) is not None]
+        """Runs with the metric, interrupted ones left out: they are no result (their re-run is)."""
+        return [r for r in self.runs if r.state != "interrupted" and r.metric(self.metric) is not None]
 
     def best_first(self) -> list[RunRecord]:
         scored = sorted(self.scored, key=lambda r: -self.sign * (r.metric(self.metric) or 0.0))
-        return scored + [r for r in self.runs if r.metric(self.metric) is None]
+        ids = {r.id for r in scored}
+        return scored + [r for r in self.runs if r.id not in ids]
 
     def column(self, name: str, runs: list[RunRecord]) -> tuple[list[float], list[str] | None]:
         """A parameter's values as numbers; categorical values become codes (with their labels)."""

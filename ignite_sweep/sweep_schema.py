@@ -99,14 +99,16 @@ def _describe(error: Any) -> str:
 
 
 def _closest(errors: list[Any]) -> Any:
-    """The error of the branch closest to valid: fewest missing keys, then jsonschema's own relevance."""
+    """The error of the branch closest to valid: fewest missing keys, a wrong value before a pedantic format
+    (W&B's `float` format refuses an int bound in one of uniform's variants), then jsonschema's relevance."""
     from jsonschema.exceptions import best_match
 
-    def missing(error: Any) -> int:
-        return sum(k not in error.instance for k in error.validator_value) if error.validator == "required" else 0
+    def distance(error: Any) -> tuple[bool, int]:
+        missing = sum(k not in error.instance for k in error.validator_value) if error.validator == "required" else 0
+        return error.validator == "format", missing
 
-    fewest = min(missing(e) for e in errors)
-    return best_match([e for e in errors if missing(e) == fewest])
+    closest = min(distance(e) for e in errors)
+    return best_match([e for e in errors if distance(e) == closest])
 
 
 def _distributions() -> dict[str, list[str]]:

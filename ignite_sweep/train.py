@@ -109,7 +109,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
 
     Inside a W&B agent the active run is reused; otherwise a run is started (and finished here).
     ``run`` may be a wandb run, or a Future of one started while the data loads (the local agent does so).
-    The summary has ``status`` (finished | early-stopped | diverged | stopped), ``epochs_completed``,
+    The summary has ``status`` (finished | early-stopped | diverged | stopped), ``stopped_by`` (``sweep``, or
+    the signal: SIGTERM, SIGINT, SIGHUP), ``epochs_completed``,
     ``best/val/accuracy``, ``best/val/loss``, the last ``val/*`` metrics and ``train_time_s``.
     """
     import torch
@@ -213,7 +214,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
                 "iteration": trainer.state.iteration,
             }
             if reporter(metrics) and state["status"] == "finished":
-                state["status"] = "stopped"
+                state["status"], state["stopped_by"] = "stopped", "sweep"
                 trainer.terminate()
 
     if sys.stderr.isatty():
@@ -221,9 +222,9 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
 
         ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
 
-    def request_stop() -> None:  # SIGTERM (W&B's agent stopping a run) or Ctrl-C
+    def request_stop() -> None:  # SIGTERM (W&B's agent stopping a run), SIGHUP or Ctrl-C
         if state["status"] == "finished":
-            state["status"] = "stopped"
+            state["status"], state["stopped_by"] = "stopped", stop.requested
         trainer.terminate()
 
     stop = StopSignal(request_stop)
@@ -244,7 +245,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
         train_time = timer.value()
         summary = {
             "status": state["status"],
-            "stopped_by": stop.requested,  # the signal that stopped it (SIGTERM, SIGINT, SIGHUP), if one did
+            "stopped_by": state.get("stopped_by"),  # what stopped it first: "sweep" (the reporter) or a signal
             "epochs_completed": trainer.state.iteration // len(train_batches),
             **{f"best/{k}": v for k, v in state["best"].items()},
             **state["last"],

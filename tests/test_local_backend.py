@@ -149,16 +149,70 @@ def test_stop_ends_the_running_run_gracefully(offline_wandb: Path) -> None:
     assert "sweep is stopped" in err or "stopped by user" in err
 
 
-def test_sigint_to_the_agent_stops_gracefully(offline_wandb: Path) -> None:
-    path = sweep_file(offline_wandb, parameters={"epochs": {"value": 20}, "lr": {"values": [0.01, 0.02]}})
+def test_ctrl_c_then_a_new_agent_runs_every_grid_point_to_the_end_once(offline_wandb: Path) -> None:
+    """Ctrl-C is not the end of a run's work: the run it cut short is `interrupted` (no result), and the next
+    agent runs it again before anything new; the grid ends with every point finished exactly once."""
+    path = sweep_file(offline_wandb, parameters={"epochs": {"value": 4}, "lr": {"values": [0.01, 0.02, 0.03]}})
     sweep_id = create(path)
     agent = start_agent(sweep_id)
     wait_for(lambda: any(r["history"] for r in store_runs(sweep_id)), what="a first evaluation")
     agent.send_signal(signal.SIGINT)
     _, err = agent.communicate(timeout=120)
     assert agent.returncode == 130, err
+    (cut,) = store_runs(sweep_id)
+    assert cut["state"] == "interrupted" and cut["summary"]["status"] == "interrupted", cut
+    assert 1 <= cut["summary"]["epochs_completed"] < 4 and cut["error"].startswith("interrupted (SIGTERM) after")
+    assert cli("best", sweep_id).returncode == 1  # an interrupted run is no result, however good its metric
+
+    agent = start_agent(sweep_id)
+    _, err = agent.communicate(timeout=300)
+    assert agent.returncode == 0 and "every grid point has run" in err, err
+    assert f"(continues {cut['id']})" in err.splitlines()[0]  # the interrupted run first, before new points
+    runs = store_runs(sweep_id)
+    finished = [r for r in runs if r["state"] == "finished"]
+    assert sorted(r["config"]["lr"] for r in finished) == [0.01, 0.02, 0.03]
+    assert [r["state"] for r in runs].count("interrupted") == 1
+    rerun = next(r for r in runs if r["retry_of"] == cut["id"])
+    assert rerun["config"] == cut["config"] and rerun["state"] == "finished" and rerun["attempt"] == cut["attempt"]
+    status = json.loads(cli("status", sweep_id, "--json").stdout)
+    assert status["sweep"]["best_run"] in {r["id"] for r in finished}
+    assert next(r for r in status["runs"] if r["id"] == rerun["id"])["continues"] == cut["id"]
+    table = cli("status", sweep_id).stdout
+    assert "interrupted" in table and f"continues {cut['id']}" in table
+
+
+def test_stop_then_agent_runs_nothing_it_stopped(offline_wandb: Path) -> None:
+    path = sweep_file(offline_wandb, parameters={"epochs": {"value": 20}, "lr": {"values": [0.01, 0.02]}})
+    sweep_id = create(path)
+    agent = start_agent(sweep_id)
+    wait_for(lambda: any(r["history"] for r in store_runs(sweep_id)), what="a first evaluation")
+    assert cli("stop", sweep_id).returncode == 0
+    agent.communicate(timeout=120)
+    again = cli("agent", sweep_id)
+    assert again.returncode == 0 and "agent done: 0 runs" in again.stderr, again.stderr
     (run,) = store_runs(sweep_id)
     assert run["state"] == "stopped" and run["summary"]["status"] == "stopped"
+
+
+def test_interrupted_runs_are_claimed_first_and_are_no_result(offline_wandb: Path) -> None:
+    backend = LocalBackend(LocalStore(offline_wandb / "i.db"))
+    config = validate_sweep({"method": "grid", "run_cap": 2, "metric": {"name": "val/accuracy", "goal": "maximize",
+                             "target": 0.9}, "parameters": {"lr": {"values": [0.1, 0.2, 0.3]}, **FAST}})  # fmt: skip
+    sweep_id = backend.create(config)
+    first, _ = backend.claim(sweep_id)
+    backend.store.end_run(first["id"], "interrupted", {"val/accuracy": 0.99, "epochs_completed": 0})
+    assert backend.best_run(sweep_id) is None  # 0.99 would have been the best and reached the target
+    again, _ = backend.claim(sweep_id)
+    assert again["retry_of"] == first["id"] and again["config"] == first["config"] and again["attempt"] == 0
+    backend.store.end_run(again["id"], "interrupted", {"val/accuracy": 0.5})
+    third, _ = backend.claim(sweep_id)  # interrupted again: run again again, not counted against run_cap
+    assert third["retry_of"] == again["id"] and third["config"] == first["config"]
+    backend.store.end_run(third["id"], "finished", {"val/accuracy": 0.5})
+    fresh, _ = backend.claim(sweep_id)  # the engine's next grid point: the interrupted ones' point is done once
+    assert fresh.get("retry_of") is None and fresh["config"]["lr"] != first["config"]["lr"]
+    backend.store.end_run(fresh["id"], "finished", {"val/accuracy": 0.6})
+    assert backend.claim(sweep_id) == (None, "run_cap 2 reached")
+    assert backend.best_run(sweep_id).id == fresh["id"]
 
 
 def test_stale_heartbeat_is_reaped_and_retried(offline_wandb: Path) -> None:

@@ -108,13 +108,21 @@ def test_a_dead_slot_agent_is_restarted_and_its_run_offered_again(offline_wandb:
     assert sorted(r["config"]["lr"] for r in runs if r["state"] == "finished") == [0.01, 0.02]
 
 
-def test_ctrl_c_stops_every_slot_gracefully(offline_wandb: Path) -> None:
-    path = sweep_file(offline_wandb, parameters={"epochs": {"value": 30}, "lr": {"values": [0.01, 0.02, 0.03]}})
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_interrupts_every_slot_and_a_new_agent_finishes_the_work(offline_wandb: Path,
+                                                                                   signum: int) -> None:  # fmt: skip
+    path = sweep_file(offline_wandb, parameters={"epochs": {"value": 8}, "lr": {"values": [0.01, 0.02, 0.03]}})
     sweep_id = create(path)
-    pool = start_pool(sweep_id, "--workers", "2")
+    pool = start_pool(sweep_id, "--workers", "2", "--stagger", "0")
     wait_for(lambda: sum(1 for r in store_runs(sweep_id) if r["history"]) == 2, what="both slots evaluating")
-    pool.send_signal(signal.SIGINT)
-    _, err = pool.communicate(timeout=120)
+    pool.send_signal(signum)  # Ctrl-C, or a cluster preempting the job
+    out, err = pool.communicate(timeout=120)
     assert pool.returncode == 130, err
     runs = store_runs(sweep_id)
-    assert len(runs) == 2 and {r["state"] for r in runs} == {"stopped"}
+    assert len(runs) == 2 and {r["state"] for r in runs} == {"interrupted"}, runs
+    assert all(r["summary"]["epochs_completed"] < 8 for r in runs) and "2 interrupted" in out
+    agent = cli("agent", sweep_id, "--count", "2")  # the work goes on: both interrupted runs first
+    assert agent.returncode == 0, agent.stderr
+    reruns = [r for r in store_runs(sweep_id) if r["retry_of"]]
+    assert sorted(r["retry_of"] for r in reruns) == sorted(r["id"] for r in runs)
+    assert {r["state"] for r in reruns} == {"finished"} and len(store_runs(sweep_id)) == 4

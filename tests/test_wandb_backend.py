@@ -160,3 +160,36 @@ def test_report_reads_wandb_histories_through_the_api(api: Any, tmp_path: Path) 
     text = write_html(data, tmp_path / "report.html").read_text()
     assert "r2 (best)" in text and "r3 (stopped)" in text
     assert write_png(data, tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_ctrl_c_ends_a_wandb_run_interrupted_with_a_nonzero_exit(offline_wandb: Path) -> None:
+    """Ctrl-C (not W&B's stop, which is a SIGTERM) during a W&B sweep run: the summary says `interrupted`
+    and the run exits non-zero, so W&B's controller sees unfinished work; it decides whether to offer it
+    again. The trial runs as `wandb agent` starts it: its own process, params in WANDB_SWEEP_PARAM_PATH."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    params = offline_wandb / "params.yaml"
+    params.write_text(yaml.safe_dump({k: {"value": v} for k, v in {
+        "dataset": "digits", "epochs": 20, "log_interval": 50, "lr": 0.05}.items()}))  # fmt: skip
+    env = {**os.environ, "WANDB_SWEEP_PARAM_PATH": str(params), "WANDB_RUN_ID": "wbint001",
+           "IGNITE_SWEEP_EVENTS": "1"}  # fmt: skip
+    trial = subprocess.Popen([sys.executable, "-c", "from ignite_sweep.backends.wandb import trial; trial()"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    assert trial.stdout is not None
+    for line in trial.stdout:  # the first evaluation's event: the run is training
+        if '"event": "eval"' in line:
+            break
+    trial.send_signal(signal.SIGINT)
+    out, err = trial.communicate(timeout=120)
+    assert trial.returncode == 0, err
+    end = json.loads(next(line for line in out.splitlines() if '"event": "end"' in line).split(" ", 1)[1])
+    assert end["state"] == "interrupted"
+    (run_dir,) = offline_runs(offline_wandb)
+    final = summary(run_file(run_dir))
+    assert final["status"] == "interrupted" and 1 <= final["epochs_completed"] < 20
+    (exit_record,) = [r for r in records(run_file(run_dir)) if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit.exit_code == 1

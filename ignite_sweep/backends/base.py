@@ -11,7 +11,10 @@ Contract (each backend passes tests/test_backends.py):
 - ``stop(sweep_id)``: no new runs; running runs end gracefully.
 - ``sweeps()``: the sweeps this backend knows (may be empty where listing is not possible).
 
-Run states are one of running | finished | stopped | failed | crashed.
+Run states are one of running | finished | stopped | failed | crashed | interrupted. ``stopped`` is a result
+(the sweep decided the run had seen enough: hyperband, ``metric.target``, ``ignite-sweep stop``);
+``interrupted`` is unfinished work (its agent was interrupted: Ctrl-C, SIGTERM, SIGHUP): it is no result, and
+the next agent on the sweep runs it again (``continues`` names the run a re-run continues).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-RUN_STATES = ("running", "finished", "stopped", "failed", "crashed")
+RUN_STATES = ("running", "finished", "stopped", "failed", "crashed", "interrupted")
+RESULT_STATES = ("finished", "stopped", "failed", "crashed")
+"""Runs that are a result of the sweep (``interrupted`` is not: it is run again)."""
 
 
 @dataclass
@@ -34,6 +39,7 @@ class RunRecord:
     runtime_s: float | None = None
     slot: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    continues: str | None = None  # the run this one runs again (a crashed or interrupted one)
 
     def metric(self, name: str) -> float | None:
         value = self.summary.get(name)
@@ -50,6 +56,7 @@ class RunRecord:
             "error": self.error,
             "runtime_s": self.runtime_s,
             "slot": self.slot,
+            "continues": self.continues,
         }
 
 
@@ -118,11 +125,11 @@ class Backend(ABC):
         return self.runs(sweep_id)
 
     def best_run(self, sweep_id: str) -> RunRecord | None:
-        """The run with the best sweep metric among runs that logged it (finished, stopped or not)."""
+        """The run with the best sweep metric among the results that logged it (an interrupted run is none)."""
         sweep = self.sweep(sweep_id)
         if not sweep.metric:
             return None
-        scored = [r for r in self.runs(sweep_id) if r.metric(sweep.metric) is not None]
+        scored = [r for r in self.runs(sweep_id) if r.state in RESULT_STATES and r.metric(sweep.metric) is not None]
         if not scored:
             return None
         sign = 1.0 if sweep.goal == "maximize" else -1.0

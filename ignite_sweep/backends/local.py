@@ -2,7 +2,8 @@
 
 ``sweeps.next_run`` decides configs (grid, random, bayes) and ``sweeps.stop_runs`` hyperband stops; this
 module enforces what the engine does not: ``run_cap``, ``metric.target``, agent ``--count``, heartbeats,
-retries of crashed runs. Runs are logged with wandb offline, grouped by the sweep's name.
+retries of crashed runs, re-runs of interrupted ones. Runs are logged with wandb offline, grouped by the
+sweep's name.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ignite_sweep.agent import Interrupts, emit, run_in_child, warm_up
-from ignite_sweep.backends.base import AgentResult, Backend, RunRecord, SweepRecord
+from ignite_sweep.backends.base import RESULT_STATES, AgentResult, Backend, RunRecord, SweepRecord
 from ignite_sweep.backends.local_store import LocalStore
 from ignite_sweep.engine import next_params, runs_to_stop
 from ignite_sweep.errors import BackendError, IgniteSweepError
@@ -47,6 +48,8 @@ def target_reached(config: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
         return False
     sign = 1.0 if metric.get("goal", "minimize") == "maximize" else -1.0
     for row in rows:
+        if row["state"] not in RESULT_STATES:
+            continue
         value = (row.get("summary") or {}).get(metric["name"])
         if isinstance(value, (int, float)) and math.isfinite(value) and sign * value >= sign * target:
             return True
@@ -123,6 +126,7 @@ class LocalBackend(Backend):
                     runtime_s=(end - row["started_at"]) if end else None,
                     slot=row["slot"],
                     history=row["history"],
+                    continues=row["retry_of"],
                 )  # fmt: skip
             )
         return records
@@ -139,7 +143,8 @@ class LocalBackend(Backend):
 
     def claim(self, sweep_id: str, slot: str | None = None, gpu: str | None = None
               ) -> tuple[dict[str, Any] | None, str]:  # fmt: skip
-        """Atomically pick the next run (a retry of a crashed one first). Returns (run, reason if None)."""
+        """Atomically pick the next run: an interrupted run's or a crashed run's config again first, then the
+        engine's suggestion. Returns (run, reason if None)."""
         sid = short_id(sweep_id)
         with self.store.transaction() as db:
             sweep = self.store.sweep(sid)
@@ -161,10 +166,13 @@ class LocalBackend(Backend):
                 return finish(f"metric target {config['metric']['target']} reached")
             run: dict[str, Any] = {"id": _new_id(), "sweep_id": sid, "slot": slot, "gpu": gpu}
             retried = {r["retry_of"] for r in rows if r["retry_of"]}
-            crashed = [r for r in rows if r["state"] == "crashed" and r["id"] not in retried]
-            retry = next((r for r in crashed if r["attempt"] < sweep["retries"]), None)
-            if retry is not None:
-                run.update(config=retry["config"], attempt=retry["attempt"] + 1, retry_of=retry["id"])
+            again = [r for r in rows if r["id"] not in retried and (
+                r["state"] == "interrupted"  # unfinished work, whoever interrupted it: always run again
+                or r["state"] == "crashed" and r["attempt"] < sweep["retries"])]  # fmt: skip
+            retry = next(iter(sorted(again, key=lambda r: r["state"] != "interrupted")), None)
+            if retry is not None:  # an interrupt is no attempt of the run's own: it spends no retry
+                attempt = retry["attempt"] + (retry["state"] == "crashed")
+                run.update(config=retry["config"], attempt=attempt, retry_of=retry["id"])
             else:
                 cap = config.get("run_cap")
                 if cap is not None and sum(1 for r in rows if not r["retry_of"]) >= cap:
@@ -216,16 +224,16 @@ class LocalBackend(Backend):
                 if run is None:
                     break
                 label = " ".join(f"{k}={fmt(v)}" for k, v in run["config"].items())
-                retry = f" (retry {run['attempt']} of {run['retry_of']})" if run.get("retry_of") else ""
+                retry = f" (continues {run['retry_of']})" if run.get("retry_of") else ""
                 say(f"run {run['id']} started{retry}: {label}")
                 emit({"event": "start", "run": run["id"], "params": run["config"]})
                 outcome = run_in_child(
-                    lambda run=run: self._trial(sweep, run),
+                    lambda run=run: self._trial(sweep, run, interrupts.interrupted),
                     interrupts,
                     on_start=lambda pid, run=run: self.store.set_pid(run["id"], pid),
                 )
                 if not outcome.ok:  # the child could not record its end itself
-                    state = "stopped" if interrupts.requested else "crashed"
+                    state = "interrupted" if interrupts.requested else "crashed"
                     self.store.end_run(run["id"], state, error=outcome.describe())
                 row = self.store.run(run["id"]) or {}
                 state = row.get("state", "crashed")
@@ -246,8 +254,11 @@ class LocalBackend(Backend):
                     )
         return AgentResult(runs=done, reason=reason, states=states)
 
-    def _trial(self, sweep: SweepRecord, run: dict[str, Any]) -> int:
-        """In the forked child: train one run, log it offline, record how it ended. Returns the exit code."""
+    def _trial(self, sweep: SweepRecord, run: dict[str, Any], agent_interrupted: Callable[[], bool]) -> int:
+        """In the forked child: train one run, log it offline, record how it ended. Returns the exit code.
+
+        A run stopped by a signal because its agent was interrupted (or by Ctrl-C/SIGHUP reaching it directly)
+        is ``interrupted``; stopped by the sweep (hyperband, target, ``ignite-sweep stop``) it is ``stopped``."""
         import wandb
 
         from ignite_sweep.config import TrainConfig
@@ -288,8 +299,8 @@ class LocalBackend(Backend):
         except IgniteSweepError as exc:
             store.end_run(run_id, "failed", error=str(exc))
             return _finish(starting, 1)
-        except KeyboardInterrupt:
-            store.end_run(run_id, "stopped", error="interrupted")
+        except KeyboardInterrupt:  # a second Ctrl-C: no final evaluation
+            store.end_run(run_id, "interrupted", error="interrupted twice: ended without its final evaluation")
             return _finish(starting, 1)
         except Exception as exc:  # noqa: BLE001 - any error in a run fails that run only
             store.end_run(
@@ -301,6 +312,13 @@ class LocalBackend(Backend):
         finally:
             stop_beating.set()
         status = summary["status"]
+        by_signal = status == "stopped" and summary.get("stopped_by") not in (None, "sweep")
+        if by_signal and (agent_interrupted() or summary["stopped_by"] in ("SIGINT", "SIGHUP")):
+            summary["status"] = "interrupted"
+            reached = f"interrupted ({summary['stopped_by']}) after {summary['epochs_completed']} epochs"
+            store.end_run(run_id, "interrupted", summary, error=reached)
+            starting.result().summary["status"] = "interrupted"
+            return _finish(starting, 1)
         if status == "diverged":
             store.end_run(run_id, "failed", summary, error="diverged: the loss became NaN or infinite")
         else:

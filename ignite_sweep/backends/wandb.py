@@ -57,8 +57,13 @@ def trial() -> dict[str, Any] | None:
         run.finish(exit_code=1)
         emit({"event": "end", "run": run.id, "state": "failed", "error": run.summary["error"], "params": params})
         raise
-    run.finish(exit_code=1 if summary["status"] == "diverged" else 0)
-    state = {"diverged": "failed", "stopped": "stopped"}.get(summary["status"], "finished")
+    if summary["status"] == "stopped" and summary.get("stopped_by") in ("SIGINT", "SIGHUP"):
+        # Ctrl-C or a closed terminal, not W&B's stop (a SIGTERM): unfinished work. W&B's controller decides
+        # whether it is offered again; the summary says what happened and the exit code is non-zero.
+        summary["status"] = run.summary["status"] = "interrupted"
+    run.finish(exit_code=1 if summary["status"] in ("diverged", "interrupted") else 0)
+    status = summary["status"]
+    state = "failed" if status == "diverged" else status if status in ("stopped", "interrupted") else "finished"
     emit({"event": "end", "run": run.id, "state": state, "metrics": summary, "params": params})
     return summary
 
@@ -124,8 +129,8 @@ class WandbBackend(Backend):
         for run in self._api_sweep(sweep_id).runs:
             summary = dict(run.summary)
             state = STATE_MAP.get(str(run.state).lower(), str(run.state).lower())
-            if state == "finished" and summary.get("status") == "stopped":
-                state = "stopped"
+            if state in ("finished", "failed") and summary.get("status") in ("stopped", "interrupted"):
+                state = summary["status"]
             records.append(
                 RunRecord(
                     id=run.id,
