@@ -65,10 +65,12 @@ def _create(sweep_file: Path, backend: str, project: str | None, entity: str | N
     from ignite_sweep.backends import REGISTRY, choose_backend
     from ignite_sweep.sweepfile import load_sweep
 
-    config = load_sweep(sweep_file, warn=lambda message: _err(f"warning: {message}"))
     chosen, why = choose_backend(backend)
+    target = REGISTRY[chosen]()
+    target.preflight()  # no login or no server: say so before the sweep file is even read
+    config = load_sweep(sweep_file, warn=lambda message: _err(f"warning: {message}"))
     _err(f"backend: {chosen} ({why})")
-    sweep_id = REGISTRY[chosen]().create(config, project=project, entity=entity)
+    sweep_id = target.create(config, project=project, entity=entity)
     metric = config.get("metric") or {}
     params = ", ".join(config["parameters"])
     typer.echo(f"created {config['method']} sweep over {params}")

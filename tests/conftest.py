@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +42,26 @@ def offline_wandb(tmp_path: Path, shared_data_dir: Path, monkeypatch: pytest.Mon
 
 def offline_runs(root: Path) -> list[Path]:
     return sorted((root / "wandb").glob("offline-run-*"))
+
+
+@pytest.fixture
+def wandb_standin(tmp_path: Path, offline_wandb: Path) -> Iterator[Any]:
+    """The local W&B API stand-in (tests/wandb_server.py) with the wandb env pointing at it, restored after
+    (the SDK leaves WANDB_ENTITY/WANDB_PROJECT behind). Fails the test on any operation it did not answer."""
+    from unittest import mock
+
+    from wandb_server import API_KEY, WandbStandIn
+
+    server = WandbStandIn(tmp_path).start()
+    env = {
+        "WANDB_BASE_URL": server.url, "WANDB_API_KEY": API_KEY, "WANDB_ERROR_REPORTING": "false",
+        "WANDB_CONSOLE": "off", "WANDB__GRAPHQL_RETRY_MAX": "1", "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
+        "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"), "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
+        "IGNITE_SWEEP_WANDB_HEARTBEAT_S": "0.2",
+    }  # fmt: skip
+    try:
+        with mock.patch.dict(os.environ, env):
+            yield server
+    finally:
+        server.stop()
+    assert not server.unanswered, f"operations the stand-in did not answer: {server.unanswered}"

@@ -1,7 +1,8 @@
 """The backend contract (ignite_sweep/backends/base.py), one test class run against every backend.
 
-local: a real SQLite store in tmp_path. wandb: only W&B's server is fake (tests/fake_wandb.py). Both
-train for real on digits with wandb offline.
+local: a real SQLite store in tmp_path. wandb: the real wandb SDK (wandb.sweep, wandb.agent, wandb.Api) talking
+to the local W&B API stand-in (tests/wandb_server.py), whose controller is W&B's own sweep engine. Both train
+for real on digits with wandb offline.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_wandb import FakeWandbServer
 
 from ignite_sweep.backends import REGISTRY
 from ignite_sweep.backends.base import RUN_STATES, Backend
@@ -20,7 +20,7 @@ from ignite_sweep.sweepfile import validate_sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_run")
 
-ID_FORMS = {"local": r"local/[a-z0-9]{8}", "wandb": r"me/contract/sw\d{4}"}
+ID_FORMS = {"local": r"local/[a-z0-9]{8}", "wandb": r"me/contract/sw\d{5}"}
 FAST = {"dataset": {"value": "digits"}, "epochs": {"value": 1},
         "batch_size": {"value": 256}, "log_interval": {"value": 50}}  # fmt: skip
 
@@ -37,10 +37,8 @@ def grid(**values: list[Any]) -> dict[str, Any]:
 def backend(request: pytest.FixtureRequest, offline_wandb: Path) -> Iterator[tuple[str, Backend]]:
     name = request.param
     if name == "wandb":
-        with FakeWandbServer(offline_wandb).patched():
-            yield name, REGISTRY[name]()
-    else:
-        yield name, REGISTRY[name]()
+        request.getfixturevalue("wandb_standin")
+    yield name, REGISTRY[name]()
 
 
 class TestBackendContract:

@@ -1,22 +1,24 @@
-"""The W&B backend with only the W&B server mocked (spec=): wandb.sweep, wandb.agent, wandb.Api.
-
-The trial function runs exactly as wandb.agent runs it: WANDB_SWEEP_PARAM_PATH points to a YAML of
-{name: {value: v}}, WANDB_RUN_ID is set, and wandb itself runs offline.
-"""
+"""The W&B backend through the real wandb SDK (wandb.sweep, wandb.agent, wandb.Api, _set_sweep_state) talking
+to the local W&B API stand-in (tests/wandb_server.py). Nothing inside wandb is mocked; runs train for real on
+digits and are logged offline, and the stand-in reads them back from their .wandb files."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
-import wandb
 import yaml
 from conftest import offline_runs
-from fake_wandb import hand_run
-from wandb.apis.public import Run, Sweep
-from wandb_records import records, run_file, summary
+from sweep_helpers import cli, sweep_file
+from wandb_records import history, records, run_file, summary
 
 from ignite_sweep.backends import backend_for_sweep, choose_backend
 from ignite_sweep.backends.wandb import WandbBackend
@@ -24,111 +26,143 @@ from ignite_sweep.sweepfile import SWEEP_COMMAND, validate_sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_run")
 
-CONFIG = {
-    "method": "random",
-    "metric": {"name": "val/accuracy", "goal": "maximize"},
-    "parameters": {
-        "dataset": {"value": "digits"},
-        "epochs": {"value": 1},
-        "log_interval": {"value": 50},
-        "lr": {"values": [0.02, 0.05]},
-    },
-}
+FAST = {"dataset": {"value": "digits"}, "epochs": {"value": 1}, "log_interval": {"value": 50}}
+CONFIG = {"method": "grid", "metric": {"name": "val/accuracy", "goal": "maximize"},
+          "parameters": {**FAST, "lr": {"values": [0.02, 0.05]}}}  # fmt: skip
 
 
-def fake_agent(tmp: Path, suggestions: list[dict[str, Any]]) -> Any:
-    """What wandb.agent does for each run it is handed, minus the server."""
-
-    def agent(sweep_id: str, function: Any = None, entity: Any = None, project: Any = None, count: Any = None) -> None:
-        fixed = {k: v["value"] for k, v in CONFIG["parameters"].items() if "value" in v}
-        for i, suggestion in enumerate(suggestions[:count]):
-            hand_run(tmp, f"wbrun{i:03d}", {**fixed, **suggestion}, function)
-
-    return agent
+def test_create_registers_the_sweep_through_the_sdk(wandb_standin: Any) -> None:
+    sweep_id = WandbBackend().create(validate_sweep(CONFIG), project="digits")
+    assert sweep_id == "me/digits/sw00001"
+    registered = wandb_standin.sweeps["sw00001"]
+    assert (registered.entity, registered.project) == ("me", "digits")
+    assert registered.config["command"] == SWEEP_COMMAND and registered.config["parameters"] == CONFIG["parameters"]
+    assert "UpsertSweep" in wandb_standin.log
 
 
-def api_run(run_id: str, state: str, config: dict, summary_: dict) -> Any:
-    run = mock.create_autospec(Run, instance=True)
-    run.id, run.state, run.config, run.summary = run_id, state, config, summary_
-    return run
+def test_agent_runs_what_the_controller_hands_out_and_reads_back_in_creation_order(
+    wandb_standin: Any, offline_wandb: Path
+) -> None:
+    backend = WandbBackend()
+    sweep_id = backend.create(validate_sweep({**CONFIG, "parameters": {**FAST, "lr": {"values": [0.05, 0.02, 0.1]}}}),
+                              project="digits")  # fmt: skip
+    assert backend.run_agent(sweep_id, count=2).runs == 2
+    assert backend.run_agent(sweep_id).runs == 1  # the rest of the grid, then the controller says exit
+    handed_out = [r.name for r in sorted(wandb_standin.runs.values(), key=lambda r: r.created)]
+    runs = backend.runs(sweep_id)
+    assert [r.id for r in runs] == handed_out  # oldest first, as the API lists them since wandb PR #10130
+    assert [r.config["lr"] for r in runs] == [0.05, 0.02, 0.1]  # grid order: the configs came from heartbeats
+    assert all(r.state == "finished" and (r.metric("val/accuracy") or 0) > 0.5 for r in runs)
+    for run in runs:  # each run was logged offline under the id the controller gave it
+        (run_dir,) = [d for d in offline_runs(offline_wandb) if d.name.endswith(run.id)]
+        rows = history(run_file(run_dir))
+        assert {"train/loss", "train/lr", "val/accuracy"} <= set().union(*rows)
+    best = backend.best_run(sweep_id)
+    assert best is not None and best.id == max(runs, key=lambda r: r.metric("val/accuracy") or 0).id
+    assert backend.sweep(sweep_id).state == "finished"  # the grid is exhausted
+    assert {"CreateAgent", "Heartbeat", "GetSweep", "Runs"} <= set(wandb_standin.log)
 
 
-@pytest.fixture
-def api() -> Any:
-    api = mock.create_autospec(wandb.Api, instance=True)
-    api.default_entity = "me"
-    sweep = mock.create_autospec(Sweep, instance=True)
-    sweep.config = validate_sweep(CONFIG)
-    sweep.name = "abc123"
-    sweep.state = "RUNNING"
-    sweep.runs = [  # newest first, as the API lists them
-        api_run("r3", "killed", {"lr": 0.05, "_wandb": {}}, {"val/accuracy": 0.7, "status": "stopped"}),
-        api_run("r2", "finished", {"lr": 0.05}, {"val/accuracy": 0.93, "status": "finished", "_runtime": 12.0}),
-        api_run("r1", "finished", {"lr": 0.02}, {"val/accuracy": 0.88, "status": "finished"}),
-        api_run("r0", "crashed", {"lr": 0.02}, {"error": "CUDA out of memory"}),
-    ]
-    api.sweep.return_value = sweep
-    return api
+def test_hyperband_stop_command_ends_a_poor_run_gracefully(wandb_standin: Any, offline_wandb: Path) -> None:
+    config = {**CONFIG, "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2},
+              "parameters": {**FAST, "epochs": {"value": 4}, "lr": {"values": [0.05, 0.04, 1e-7]}}}  # fmt: skip
+    backend = WandbBackend()
+    sweep_id = backend.create(validate_sweep(config), project="digits")
+    backend.run_agent(sweep_id)
+    runs = backend.runs(sweep_id)
+    assert [r.state for r in runs] == ["finished", "finished", "stopped"], [(r.state, r.summary) for r in runs]
+    poor = runs[2]
+    assert poor.summary["status"] == "stopped" and poor.summary["epochs_completed"] < 4
+    (run_dir,) = [d for d in offline_runs(offline_wandb) if d.name.endswith(poor.id)]
+    (exit_record,) = [r for r in records(run_file(run_dir)) if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit.exit_code == 0  # finished gracefully (engine.terminate()), not killed
+    final = summary(run_file(run_dir))  # its final metrics were logged before the run finished
+    assert final["status"] == "stopped" and final["best/val/accuracy"] > 0
 
 
-def test_create_registers_the_config_with_a_command(api: Any) -> None:
-    with mock.patch.object(wandb, "sweep", autospec=True, return_value="abc123") as sweep, \
-         mock.patch.object(wandb, "Api", autospec=True, return_value=api):  # fmt: skip
-        sweep_id = WandbBackend().create(validate_sweep(CONFIG), project="digits")
-    assert sweep_id == "me/digits/abc123"
-    (config,), kwargs = sweep.call_args
-    assert kwargs == {"project": "digits", "entity": "me"}
-    assert config["command"] == SWEEP_COMMAND and config["parameters"] == CONFIG["parameters"]
+def test_report_reads_histories_through_the_api(wandb_standin: Any, tmp_path: Path) -> None:
+    from ignite_sweep.report_html import collect, write_html
+
+    backend = WandbBackend()
+    config = {**CONFIG, "parameters": {**FAST, "epochs": {"value": 2}, "lr": {"values": [0.05, 0.02]}}}
+    sweep_id = backend.create(validate_sweep(config), project="digits")
+    backend.run_agent(sweep_id)
+    data = collect(backend.sweep(sweep_id), backend.runs_with_history(sweep_id))
+    assert {r.id: [row["epoch"] for row in r.history] for r in data.runs} == {r.id: [1, 2] for r in data.runs}
+    text = write_html(data, tmp_path / "report.html").read_text()
+    assert f"{data.best_first()[0].id} (best)" in text
 
 
-def test_agent_trains_each_run_from_wandb_config(offline_wandb: Path) -> None:
-    suggestions = [{"lr": 0.05}, {"lr": 0.02}]
-    with mock.patch.object(wandb, "agent", autospec=True, side_effect=fake_agent(offline_wandb, suggestions)) as agent:
-        result = WandbBackend().run_agent("me/digits/abc123", count=2)
-    agent.assert_called_once_with("abc123", function=mock.ANY, entity="me", project="digits", count=2)
-    assert result.runs == 2
-    runs = offline_runs(offline_wandb)
-    assert sorted(d.name[-8:] for d in runs) == ["wbrun000", "wbrun001"]
-    for run_dir, params in zip(sorted(runs, key=lambda d: d.name[-8:]), suggestions, strict=True):
-        final = summary(run_file(run_dir))
-        assert final["status"] == "finished" and final["val/accuracy"] > 0.5
-        (run_record,) = [r for r in records(run_file(run_dir)) if r.WhichOneof("record_type") == "run"]
-        logged = {item.key: yaml.safe_load(item.value_json) for item in run_record.run.config.update}
-        assert logged["lr"] == params["lr"] and logged["dataset"] == "digits"
+def test_cli_status_and_best_through_the_api(wandb_standin: Any, offline_wandb: Path) -> None:
+    backend = WandbBackend()
+    sweep_id = backend.create(validate_sweep(CONFIG), project="digits")
+    backend.run_agent(sweep_id, count=1)
+    status = cli("status", sweep_id, "--json")
+    assert status.returncode == 0, status.stderr
+    body = json.loads(status.stdout)
+    assert [(r["config"]["lr"], r["state"]) for r in body["runs"]] == [(0.02, "finished")]
+    assert body["sweep"]["state"] == "running" and body["sweep"]["best_run"] == body["runs"][0]["id"]
+    assert yaml.safe_load(cli("best", sweep_id).stdout)["lr"] == 0.02
+    assert cli("stop", sweep_id).returncode == 0 and wandb_standin.sweeps["sw00001"].state == "FINISHED"
+    _one_line_error(cli("stop", sweep_id), "Sweep already finished")
 
 
-def test_a_bad_value_from_the_sweep_fails_that_run_only(offline_wandb: Path) -> None:
-    suggestions = [{"lr": -1.0}, {"lr": 0.05}]
-    with mock.patch.object(wandb, "agent", autospec=True, side_effect=fake_agent(offline_wandb, suggestions)):
-        WandbBackend().run_agent("me/digits/abc123", count=2)
-    by_id = {d.name[-8:]: summary(run_file(d)) for d in offline_runs(offline_wandb)}
-    assert "'lr'" in by_id["wbrun000"]["error"]
-    assert by_id["wbrun001"]["status"] == "finished"
+# ---------------------------------------------------------------- clear errors, bounded in time
 
 
-def test_runs_and_best_read_through_the_api(api: Any) -> None:
-    with mock.patch.object(wandb, "Api", autospec=True, return_value=api):
-        backend = WandbBackend()
-        runs = backend.runs("me/digits/abc123")
-        best = backend.best_run("me/digits/abc123")
-        sweep = backend.sweep("me/digits/abc123")
-    api.sweep.assert_called_with("me/digits/abc123")
-    assert [(r.id, r.state) for r in runs] == [
-        ("r0", "crashed"),
-        ("r1", "finished"),
-        ("r2", "finished"),
-        ("r3", "stopped"),
-    ]
-    assert runs[0].error == "CUDA out of memory" and "_wandb" not in runs[3].config
-    assert best is not None and best.id == "r2"
-    assert sweep.method == "random" and sweep.metric == "val/accuracy" and sweep.state == "running"
+def _one_line_error(result: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert needle in result.stderr, result.stderr
 
 
-def test_stop_sets_the_sweep_state_as_wandb_sweep_stop_does(api: Any) -> None:
-    with mock.patch.object(wandb, "Api", autospec=True, return_value=api), \
-         mock.patch("wandb.apis.public.sweeps._set_sweep_state", autospec=True) as set_state:  # fmt: skip
-        WandbBackend().stop("me/digits/abc123")
-    set_state.assert_called_once_with(api, "abc123", "FINISHED", entity="me", project="digits")
+def test_no_login_is_one_line_within_2_seconds(offline_wandb: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    path = sweep_file(offline_wandb)
+    started = time.monotonic()
+    result = cli("create", str(path), "--backend", "wandb")
+    assert time.monotonic() - started < 2.0
+    _one_line_error(result, "W&B: no login found for https://api.wandb.ai (WANDB_API_KEY or `wandb login`)")
+    for args in (["status", "me/p/abc"], ["best", "me/p/abc"], ["stop", "me/p/abc"], ["agent", "me/p/abc"]):
+        _one_line_error(cli(*args), "no login found")
+
+
+def test_a_refused_key_is_one_line(wandb_standin: Any, offline_wandb: Path) -> None:
+    wandb_standin.refuse_keys = True
+    _one_line_error(cli("create", str(sweep_file(offline_wandb)), "--backend", "wandb"),
+                    f"W&B at {wandb_standin.url} refused the API key (HTTP 401)")  # fmt: skip
+    _one_line_error(cli("status", "me/digits/sw00001"), "refused the API key")
+
+
+def test_an_unreachable_server_is_one_line_in_seconds(offline_wandb: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: refused at once
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    _one_line_error(cli("create", str(sweep_file(offline_wandb)), "--backend", "wandb"),
+                    f"W&B server http://127.0.0.1:{port} cannot be reached")  # fmt: skip
+
+    silent = socket.socket()  # accepts connections, never answers: the preflight's own timeout
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+    monkeypatch.setenv("IGNITE_SWEEP_WANDB_TIMEOUT_S", "2")
+    started = time.monotonic()
+    result = cli("status", "me/digits/abc")
+    assert time.monotonic() - started < 10
+    _one_line_error(result, "cannot be reached (timed out)")
+    silent.close()
+
+
+def test_an_unknown_sweep_is_one_line(wandb_standin: Any) -> None:
+    _one_line_error(cli("status", "me/digits/nosuch"), "W&B sweep 'me/digits/nosuch': Could not find sweep")
+    _one_line_error(cli("agent", "me/digits/nosuch"), "W&B sweep 'me/digits/nosuch'")
+
+
+# ---------------------------------------------------------------- backend choice, interrupts
 
 
 def test_backend_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -144,34 +178,10 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert type(backend_for_sweep("local/abcdefgh")).__name__ == "LocalBackend"
 
 
-def test_report_reads_wandb_histories_through_the_api(api: Any, tmp_path: Path) -> None:
-    from ignite_sweep.report_html import collect, write_html, write_png
-
-    for run in api.sweep.return_value.runs:
-        final = run.summary.get("val/accuracy")
-        run.scan_history.return_value = [{"epoch": 1, "val/accuracy": 0.5}, {"epoch": 2, "val/accuracy": final}]
-    with mock.patch.object(wandb, "Api", autospec=True, return_value=api):
-        backend = WandbBackend()
-        data = collect(backend.sweep("me/digits/abc123"), backend.runs_with_history("me/digits/abc123"))
-    for run in api.sweep.return_value.runs:
-        run.scan_history.assert_called_once_with(keys=["val/accuracy", "epoch"])
-    assert [r.id for r in data.best_first()][:3] == ["r2", "r1", "r3"]
-    assert {r.id: len(r.history) for r in data.runs} == {"r0": 1, "r1": 2, "r2": 2, "r3": 2}
-    text = write_html(data, tmp_path / "report.html").read_text()
-    assert "r2 (best)" in text and "r3 (stopped)" in text
-    assert write_png(data, tmp_path / "report.png").stat().st_size > 10_000
-
-
 def test_ctrl_c_ends_a_wandb_run_interrupted_with_a_nonzero_exit(offline_wandb: Path) -> None:
     """Ctrl-C (not W&B's stop, which is a SIGTERM) during a W&B sweep run: the summary says `interrupted`
     and the run exits non-zero, so W&B's controller sees unfinished work; it decides whether to offer it
     again. The trial runs as `wandb agent` starts it: its own process, params in WANDB_SWEEP_PARAM_PATH."""
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-
     params = offline_wandb / "params.yaml"
     params.write_text(yaml.safe_dump({k: {"value": v} for k, v in {
         "dataset": "digits", "epochs": 20, "log_interval": 50, "lr": 0.05}.items()}))  # fmt: skip
@@ -193,3 +203,17 @@ def test_ctrl_c_ends_a_wandb_run_interrupted_with_a_nonzero_exit(offline_wandb: 
     assert final["status"] == "interrupted" and 1 <= final["epochs_completed"] < 20
     (exit_record,) = [r for r in records(run_file(run_dir)) if r.WhichOneof("record_type") == "exit"]
     assert exit_record.exit.exit_code == 1
+
+
+def test_the_stand_in_fails_a_test_on_an_operation_it_does_not_know(tmp_path: Path) -> None:
+    """SDK drift shows up as a failure naming the operation (the fixture asserts `unanswered` is empty)."""
+    from wandb_server import WandbStandIn
+
+    server = WandbStandIn(tmp_path).start()
+    try:
+        status, body = server.handle_post("/graphql", json.dumps(
+            {"query": "#graphql\nquery BrandNewThing { viewer { id } }", "variables": {}}).encode())  # fmt: skip
+    finally:
+        server.stop()
+    assert status == 200 and "unknown operation BrandNewThing" in body["errors"][0]["message"]
+    assert server.unanswered == ["BrandNewThing"]

@@ -120,6 +120,10 @@ class Backend(ABC):
     def sweeps(self) -> list[SweepRecord]:
         return []
 
+    def preflight(self) -> None:
+        """Fail fast, in one line, where the backend cannot serve at all (no login, no server)."""
+        return None
+
     def runs_with_history(self, sweep_id: str) -> list[RunRecord]:
         """``runs`` with each run's per-evaluation metrics in ``history`` (for learning curves)."""
         return self.runs(sweep_id)

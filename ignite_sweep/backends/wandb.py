@@ -16,6 +16,70 @@ from typing import Any
 from ignite_sweep.backends.base import AgentResult, Backend, RunRecord, SweepRecord
 from ignite_sweep.errors import BackendError, ConfigError, IgniteSweepError
 
+
+def base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").rstrip("/")
+
+
+def api_key() -> str | None:
+    """The key wandb would use: WANDB_API_KEY, else `wandb login`'s netrc entry for the server's host."""
+    import netrc
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_API_KEY"):
+        return os.environ["WANDB_API_KEY"]
+    try:
+        found = netrc.netrc(os.environ.get("NETRC")).authenticators(urlparse(base_url()).hostname or "")
+    except (OSError, netrc.NetrcParseError):
+        return None
+    return found[2] if found else None
+
+
+_VERIFIED: set[str] = set()
+
+
+def preflight() -> None:
+    """One short request before the SDK's own, which retry for minutes (20 tries, 2-60 s apart): a missing
+    login, an unreachable server or a refused key is one line within seconds. Once per server and process."""
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = base_url()
+    if url in _VERIFIED:
+        return
+    key = api_key()
+    if not key:
+        raise BackendError(
+            f"W&B: no login found for {url} (WANDB_API_KEY or `wandb login`); log in, or use --backend local"
+        )
+    timeout = float(os.environ.get("IGNITE_SWEEP_WANDB_TIMEOUT_S", "10"))
+    request = urllib.request.Request(
+        f"{url}/graphql", data=json.dumps({"query": "query Viewer { viewer { id entity } }"}).encode(),
+        headers={"Content-Type": "application/json",
+                 "Authorization": "Basic " + base64.b64encode(f"api:{key}".encode()).decode()},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise BackendError(
+                f"W&B at {url} refused the API key (HTTP {exc.code}); run `wandb login --relogin` or set WANDB_API_KEY"
+            ) from None
+        raise BackendError(f"W&B at {url} answered HTTP {exc.code} ({exc.reason}); try again later") from None
+    except (OSError, ValueError) as exc:  # URLError, refused, timed out, not JSON
+        reason = getattr(exc, "reason", None) or exc
+        raise BackendError(
+            f"W&B server {url} cannot be reached ({reason}); check the network or WANDB_BASE_URL, "
+            "or use --backend local"
+        ) from None
+    if not (answer.get("data") or {}).get("viewer"):
+        raise BackendError(f"W&B at {url} does not know this API key; run `wandb login --relogin`")
+    _VERIFIED.add(url)
+
+
 STATE_MAP = {"running": "running", "finished": "finished", "failed": "failed", "crashed": "crashed",
              "killed": "stopped", "preempted": "crashed", "pending": "running"}  # fmt: skip
 
@@ -71,7 +135,11 @@ def trial() -> dict[str, Any] | None:
 class WandbBackend(Backend):
     name = "wandb"
 
+    def preflight(self) -> None:
+        preflight()
+
     def create(self, config: dict[str, Any], project: str | None = None, entity: str | None = None) -> str:
+        preflight()
         import wandb
 
         from ignite_sweep.wandb_logging import DEFAULT_PROJECT
@@ -80,18 +148,28 @@ class WandbBackend(Backend):
         entity = entity or config.get("entity") or wandb.Api().default_entity
         if not entity:
             raise BackendError("W&B: no entity known; pass --entity or run `wandb login`")
-        sweep = wandb.sweep(config, project=project, entity=entity)
+        try:
+            sweep = wandb.sweep(config, project=project, entity=entity)
+        except Exception as exc:  # noqa: BLE001 - CommError and friends: W&B refused it
+            raise BackendError(f"W&B refused the sweep: {_first_line(exc)}") from None
         if not sweep:
             raise BackendError("W&B refused to create the sweep (see wandb's message above)")
         return f"{entity}/{project}/{sweep}"
 
     def run_agent(self, sweep_id: str, count: int | None = None, max_consecutive_failures: int = 5,
                   slot: str | None = None, echo: Callable[[str], None] | None = None) -> AgentResult:  # fmt: skip
+        entity, project, sid = split_id(sweep_id)
+        preflight()
+        self._api_sweep(sweep_id)  # an unknown sweep is one line here, not the agent's retries
         import wandb
 
         from ignite_sweep.agent import Interrupts, run_in_child, warm_up
 
-        entity, project, sid = split_id(sweep_id)
+        heartbeat = os.environ.get("IGNITE_SWEEP_WANDB_HEARTBEAT_S")
+        if heartbeat:  # W&B's agent takes a new run only on a heartbeat (every 5 s); tests shorten it
+            from wandb.agents import pyagent
+
+            pyagent.Agent.HEARTBEAT_SLEEP_SECONDS = float(heartbeat)
         warm_up()  # torch, its compiler and wandb.init's imports once here, not again in every run's child
         done = {"runs": 0}
         say = echo or (lambda line: print(line, file=sys.stderr))
@@ -108,13 +186,14 @@ class WandbBackend(Backend):
         return AgentResult(runs=done["runs"], reason="wandb agent finished")
 
     def _api_sweep(self, sweep_id: str) -> Any:
+        split_id(sweep_id)
+        preflight()
         import wandb
 
-        split_id(sweep_id)
         try:
             return wandb.Api().sweep(sweep_id)
         except Exception as exc:  # noqa: BLE001 - the API raises many types for "not found"/no network
-            raise BackendError(f"W&B sweep '{sweep_id}': {str(exc).splitlines()[0] if str(exc) else exc}") from None
+            raise BackendError(f"W&B sweep '{sweep_id}': {_first_line(exc)}") from None
 
     def sweep(self, sweep_id: str) -> SweepRecord:
         sweep = self._api_sweep(sweep_id)
@@ -141,7 +220,7 @@ class WandbBackend(Backend):
                     runtime_s=summary.get("_runtime"),
                 )  # fmt: skip
             )
-        return records[::-1]  # the API lists newest first
+        return records  # the API lists them oldest first (order "+created_at", since wandb PR #10130)
 
     def runs_with_history(self, sweep_id: str) -> list[RunRecord]:
         sweep = self._api_sweep(sweep_id)
@@ -156,11 +235,17 @@ class WandbBackend(Backend):
 
     def stop(self, sweep_id: str) -> None:
         """What ``wandb sweep --stop`` does: no new runs, running runs finish."""
+        entity, project, sid = split_id(sweep_id)
+        preflight()
         import wandb
         from wandb.apis.public.sweeps import _set_sweep_state
 
-        entity, project, sid = split_id(sweep_id)
         try:
             _set_sweep_state(wandb.Api(), sid, "FINISHED", entity=entity, project=project)
         except Exception as exc:  # noqa: BLE001 - "already finished", no network, ...
-            raise BackendError(f"W&B sweep '{sweep_id}': {str(exc).splitlines()[0] if str(exc) else exc}") from None
+            raise BackendError(f"W&B sweep '{sweep_id}': {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
