@@ -211,13 +211,27 @@ def best(sweep_id: SweepIdArg) -> None:
     typer.echo(best_yaml(backend.sweep(sweep_id), run), nl=False)
 
 
-@app.command()
-def stop(sweep_id: SweepIdArg) -> None:
-    """Stop a sweep: no new runs start; running runs end gracefully at their next evaluation."""
-    from ignite_sweep.backends import backend_for_sweep
+def _state_command(name: str, doc: str, done: str) -> None:
+    """`stop`, `cancel`, `pause`, `resume`: W&B's `wandb sweep --<name>`, on either backend."""
 
-    backend_for_sweep(sweep_id).stop(sweep_id)
-    _err(f"stopped {sweep_id}: no new runs; running runs end at their next evaluation")
+    def command(sweep_id: SweepIdArg) -> None:
+        from ignite_sweep.backends import backend_for_sweep
+
+        getattr(backend_for_sweep(sweep_id), name)(sweep_id)
+        _err(done.format(id=sweep_id))
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_state_command("stop", "Stop a sweep (wandb sweep --stop): no new runs start; running runs finish.",
+               "stopped {id}: no new runs; running runs finish")
+_state_command("cancel", "Cancel a sweep (wandb sweep --cancel): no new runs; running runs stop now, gracefully "
+               "(recorded stopped).", "canceled {id}: no new runs; running runs stop now")
+_state_command("pause", "Pause a sweep (wandb sweep --pause): no new runs until `resume`; agents wait, running "
+               "runs go on.", "paused {id}: no new runs until `ignite-sweep resume {id}`")
+_state_command("resume", "Resume a paused sweep (wandb sweep --resume): agents take new runs again.",
+               "resumed {id}")  # fmt: skip
 
 
 @app.command()

@@ -64,7 +64,7 @@ def test_help_explains_every_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     result = cli("--help")
     assert result.returncode == 0
-    for command in ("create", "agent", "run", "ls", "status", "best", "stop"):
+    for command in ("create", "agent", "run", "ls", "status", "best", "stop", "cancel", "pause", "resume"):
         assert command in result.stdout
     agent_help = cli("agent", "--help").stdout
     assert "--count" in agent_help and "--max-consecutive-failures" in agent_help and "Ctrl-C" in agent_help

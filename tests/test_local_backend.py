@@ -135,18 +135,45 @@ def test_max_consecutive_failures_stops_the_agent(offline_wandb: Path) -> None:
     assert len(store_runs(sweep_id)) == 2
 
 
-def test_stop_ends_the_running_run_gracefully(offline_wandb: Path) -> None:
-    path = sweep_file(offline_wandb, parameters={"epochs": {"value": 20}, "lr": {"values": [0.01, 0.02]}})
+@pytest.mark.parametrize(
+    ("command", "epochs", "reason", "state"),
+    [("stop", 3, "stopped by user", "finished"),  # wandb sweep --stop: the running run finishes
+     ("cancel", 30, "canceled by user", "stopped")],  # --cancel: it stops now, gracefully
+)  # fmt: skip
+def test_stop_and_cancel_then_a_later_agent_runs_nothing(offline_wandb: Path, command: str, epochs: int,
+                                                         reason: str, state: str) -> None:  # fmt: skip
+    path = sweep_file(offline_wandb, parameters={"epochs": {"value": epochs}, "lr": {"values": [0.01, 0.02]}})
     sweep_id = create(path)
     agent = start_agent(sweep_id)
     wait_for(lambda: any(r["history"] for r in store_runs(sweep_id)), what="a first evaluation")
-    result = cli("stop", sweep_id)
+    result = cli(command, sweep_id)
     assert result.returncode == 0, result.stderr
     _, err = agent.communicate(timeout=120)
-    assert agent.returncode == 0, err
-    runs = store_runs(sweep_id)
-    assert len(runs) == 1 and runs[0]["state"] == "stopped" and runs[0]["summary"]["epochs_completed"] < 20
-    assert "sweep is stopped" in err or "stopped by user" in err
+    assert agent.returncode == 0 and reason in err, err
+    (run,) = store_runs(sweep_id)
+    assert run["state"] == state and (run["summary"]["epochs_completed"] == 3 if command == "stop"
+                                      else run["summary"]["epochs_completed"] < epochs)  # fmt: skip
+    assert cli("resume", sweep_id).returncode == 1  # only a paused sweep resumes: one line
+    again = cli("agent", sweep_id)
+    assert again.returncode == 0 and "agent done: 0 runs" in again.stderr, again.stderr
+    assert len(store_runs(sweep_id)) == 1
+
+
+def test_pause_makes_agents_wait_until_resume(offline_wandb: Path) -> None:
+    path = sweep_file(offline_wandb, parameters={"lr": {"values": [0.01]}})
+    sweep_id = create(path)
+    assert cli("pause", sweep_id).returncode == 0
+    agent = start_agent(sweep_id)
+    assert agent.stderr is not None
+    assert "sweep is paused: waiting" in agent.stderr.readline()
+    time.sleep(1)
+    assert agent.poll() is None and store_runs(sweep_id) == []  # waiting, as W&B's agent waits
+    result = cli("resume", sweep_id)
+    assert result.returncode == 0, result.stderr
+    _, err = agent.communicate(timeout=120)
+    assert agent.returncode == 0 and "every grid point has run" in err, err
+    assert [r["state"] for r in store_runs(sweep_id)] == ["finished"]
+    assert json.loads(cli("status", sweep_id, "--json").stdout)["sweep"]["state"] == "finished"
 
 
 def test_ctrl_c_then_a_new_agent_runs_every_grid_point_to_the_end_once(offline_wandb: Path) -> None:
@@ -179,19 +206,6 @@ def test_ctrl_c_then_a_new_agent_runs_every_grid_point_to_the_end_once(offline_w
     assert next(r for r in status["runs"] if r["id"] == rerun["id"])["continues"] == cut["id"]
     table = cli("status", sweep_id).stdout
     assert "interrupted" in table and f"continues {cut['id']}" in table
-
-
-def test_stop_then_agent_runs_nothing_it_stopped(offline_wandb: Path) -> None:
-    path = sweep_file(offline_wandb, parameters={"epochs": {"value": 20}, "lr": {"values": [0.01, 0.02]}})
-    sweep_id = create(path)
-    agent = start_agent(sweep_id)
-    wait_for(lambda: any(r["history"] for r in store_runs(sweep_id)), what="a first evaluation")
-    assert cli("stop", sweep_id).returncode == 0
-    agent.communicate(timeout=120)
-    again = cli("agent", sweep_id)
-    assert again.returncode == 0 and "agent done: 0 runs" in again.stderr, again.stderr
-    (run,) = store_runs(sweep_id)
-    assert run["state"] == "stopped" and run["summary"]["status"] == "stopped"
 
 
 def test_interrupted_runs_are_claimed_first_and_are_no_result(offline_wandb: Path) -> None:

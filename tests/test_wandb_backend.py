@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import offline_runs
-from sweep_helpers import cli, sweep_file
+from sweep_helpers import cli, start_agent, sweep_file, wait_for
 from wandb_records import history, records, run_file, summary
 
 from ignite_sweep.backends import backend_for_sweep, choose_backend
@@ -105,6 +105,33 @@ def test_cli_status_and_best_through_the_api(wandb_standin: Any, offline_wandb: 
     assert yaml.safe_load(cli("best", sweep_id).stdout)["lr"] == 0.02
     assert cli("stop", sweep_id).returncode == 0 and wandb_standin.sweeps["sw00001"].state == "FINISHED"
     _one_line_error(cli("stop", sweep_id), "Sweep already finished")
+
+
+def test_pause_resume_and_cancel_with_w_and_b_semantics(wandb_standin: Any, offline_wandb: Path) -> None:
+    """--pause: the agent waits, no run is handed out; --resume: runs again; --cancel: the running run is
+    stopped now (the controller's stop command), gracefully, and the agent exits."""
+    backend = WandbBackend()
+    config = {**CONFIG, "parameters": {**FAST, "epochs": {"value": 30}, "lr": {"values": [0.05, 0.02]}}}
+    sweep_id = backend.create(validate_sweep(config), project="digits")
+    backend.pause(sweep_id)
+    assert backend.sweep(sweep_id).state == "paused"
+    agent = start_agent(sweep_id)
+    wait_for(lambda: wandb_standin.log.count("Heartbeat") >= 3, what="the agent heartbeating")
+    assert wandb_standin.runs == {}  # paused: nothing handed out
+    backend.resume(sweep_id)
+
+    def training() -> Any:
+        with wandb_standin.lock:
+            wandb_standin.refresh_offline_runs()
+            return next((r for r in wandb_standin.runs.values() if r.history), None)
+
+    wait_for(training, what="a run that has logged")
+    backend.cancel(sweep_id)
+    _, err = agent.communicate(timeout=120)
+    assert agent.returncode == 0, err
+    (run,) = backend.runs(sweep_id)
+    assert run.state == "stopped" and run.summary["epochs_completed"] < 30, run.summary
+    assert backend.sweep(sweep_id).state == "canceled"
 
 
 # ---------------------------------------------------------------- clear errors, bounded in time

@@ -8,7 +8,9 @@ Contract (each backend passes tests/test_backends.py):
   ``count`` runs were done, the sweep is stopped, or the agent is interrupted. Each run trains through
   ``ignite_sweep.train.train``. Returns an ``AgentResult``.
 - ``runs(sweep_id) -> list[RunRecord]`` in creation order; ``sweep(sweep_id) -> SweepRecord``.
-- ``stop(sweep_id)``: no new runs; running runs end gracefully.
+- ``stop(sweep_id)``: no new runs; running runs finish (``wandb sweep --stop``).
+- ``cancel(sweep_id)``: no new runs; running runs are stopped now, gracefully (``wandb sweep --cancel``).
+- ``pause(sweep_id)`` / ``resume(sweep_id)``: no new runs until resumed; agents wait (``--pause``/``--resume``).
 - ``sweeps()``: the sweeps this backend knows (may be empty where listing is not possible).
 
 Run states are one of running | finished | stopped | failed | crashed | interrupted. ``stopped`` is a result
@@ -116,6 +118,15 @@ class Backend(ABC):
 
     @abstractmethod
     def stop(self, sweep_id: str) -> None: ...
+
+    @abstractmethod
+    def cancel(self, sweep_id: str) -> None: ...
+
+    @abstractmethod
+    def pause(self, sweep_id: str) -> None: ...
+
+    @abstractmethod
+    def resume(self, sweep_id: str) -> None: ...
 
     def sweeps(self) -> list[SweepRecord]:
         return []

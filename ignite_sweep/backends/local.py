@@ -27,6 +27,7 @@ from ignite_sweep.errors import BackendError, IgniteSweepError
 from ignite_sweep.report import fmt
 
 DEFAULT_RETRIES = 2
+PAUSED = "sweep is paused"
 
 
 def _new_id() -> str:
@@ -132,12 +133,42 @@ class LocalBackend(Backend):
         return records
 
     def stop(self, sweep_id: str) -> None:
-        sweep = self.sweep(sweep_id)
+        """No new runs; running runs finish (W&B's ``wandb sweep --stop``)."""
+        self._change_state(sweep_id, ("running", "paused"), "stopped", "stopped by user")
+
+    def cancel(self, sweep_id: str) -> None:
+        """No new runs; running runs stop now (W&B's ``--cancel``): a SIGTERM to those on this host (they end
+        at their next iteration through engine.terminate()), a stop request read at the next evaluation by
+        those on other hosts. They are recorded ``stopped``."""
+        import signal
+        import socket
+
+        self._change_state(sweep_id, ("running", "paused"), "canceled", "canceled by user")
         with self.store.transaction() as db:
-            if sweep.state == "running":
-                self.store.set_sweep_state(db, short_id(sweep_id), "stopped", "stopped by user")
-            running = [r["id"] for r in self.store.runs(short_id(sweep_id)) if r["state"] == "running"]
-            self.store.request_stop(db, running)
+            running = [r for r in self.store.runs(short_id(sweep_id)) if r["state"] == "running"]
+            self.store.request_stop(db, [r["id"] for r in running])
+        for run in running:
+            if run["pid"] and run["host"] == socket.gethostname():
+                try:
+                    os.kill(run["pid"], signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def pause(self, sweep_id: str) -> None:
+        """No new runs until ``resume``; agents wait, running runs go on (W&B's ``--pause``)."""
+        self._change_state(sweep_id, ("running",), "paused", "paused by user")
+
+    def resume(self, sweep_id: str) -> None:
+        self._change_state(sweep_id, ("paused",), "running", None)
+
+    def _change_state(self, sweep_id: str, allowed: tuple[str, ...], state: str, reason: str | None) -> None:
+        sid = short_id(sweep_id)
+        self.sweep(sweep_id)  # unknown: one line naming the store
+        with self.store.transaction() as db:
+            current = self.store.sweep(sid)["state"]
+            if current not in allowed:
+                raise BackendError(f"sweep '{sweep_id}' is {current}; allowed from {' | '.join(allowed)}")
+            self.store.set_sweep_state(db, sid, state, reason)
 
     # -- scheduling with the store
 
@@ -151,7 +182,7 @@ class LocalBackend(Backend):
             if sweep is None:
                 raise BackendError(f"unknown sweep '{sweep_id}'")
             if sweep["state"] != "running":
-                return None, sweep["reason"] or f"sweep is {sweep['state']}"
+                return None, PAUSED if sweep["state"] == "paused" else sweep["reason"] or f"sweep is {sweep['state']}"
             config = sweep["config"]
             self.store.reap_stale(db, sid, self.heartbeat_timeout_s)
             rows = self.store.runs(sid, with_history=True)
@@ -169,7 +200,7 @@ class LocalBackend(Backend):
             again = [r for r in rows if r["id"] not in retried and (
                 r["state"] == "interrupted"  # unfinished work, whoever interrupted it: always run again
                 or r["state"] == "crashed" and r["attempt"] < sweep["retries"])]  # fmt: skip
-            retry = next(iter(sorted(again, key=lambda r: r["state"] != "interrupted")), None)
+            retry = min(again, key=lambda r: r["state"] != "interrupted", default=None)  # interrupted first
             if retry is not None:  # an interrupt is no attempt of the run's own: it spends no retry
                 attempt = retry["attempt"] + (retry["state"] == "crashed")
                 run.update(config=retry["config"], attempt=attempt, retry_of=retry["id"])
@@ -192,7 +223,7 @@ class LocalBackend(Backend):
             sweep = self.store.sweep(run["sweep_id"]) if run else None
             if run is None or sweep is None:
                 return True
-            if run["should_stop"] or sweep["state"] == "stopped":
+            if run["should_stop"] or sweep["state"] == "canceled":  # stop lets running runs finish
                 return True
             to_stop = runs_to_stop(sweep["config"], self.store.runs(sweep["id"], with_history=True))
             self.store.request_stop(db, to_stop)
@@ -211,7 +242,7 @@ class LocalBackend(Backend):
         warm_up("sweeps")
         interrupts = Interrupts()
         states: dict[str, int] = {}
-        done, failures, reason = 0, 0, ""
+        done, failures, reason, waiting = 0, 0, "", False
         with interrupts.installed():
             while True:
                 if interrupts.requested:
@@ -221,6 +252,13 @@ class LocalBackend(Backend):
                     reason = f"--count {count} reached"
                     break
                 run, reason = self.claim(sweep_id, slot=slot, gpu=gpu)
+                if run is None and reason == PAUSED:  # as W&B's agent does: wait for `resume`
+                    if not waiting:
+                        say(f"sweep is paused: waiting (ignite-sweep resume {sweep_id}; Ctrl-C to leave)")
+                    waiting = True
+                    time.sleep(min(self.heartbeat_s, 1.0))
+                    continue
+                waiting = False
                 if run is None:
                     break
                 label = " ".join(f"{k}={fmt(v)}" for k, v in run["config"].items())

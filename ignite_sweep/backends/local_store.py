@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS sweeps (
     name TEXT NOT NULL,
     config TEXT NOT NULL,           -- the validated W&B sweep config, JSON
     project TEXT NOT NULL,
-    state TEXT NOT NULL,            -- running | stopped | finished
+    state TEXT NOT NULL,            -- running | paused | stopped | canceled | finished
     reason TEXT,                    -- why it is stopped/finished
     retries INTEGER NOT NULL,       -- how often a crashed run's config is offered again
     created_at REAL NOT NULL
@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,            -- also the wandb run id
     sweep_id TEXT NOT NULL REFERENCES sweeps(id),
     seq INTEGER NOT NULL,           -- order of creation within the sweep
-    state TEXT NOT NULL,            -- running | finished | stopped | failed | crashed
+    state TEXT NOT NULL,            -- running | finished | stopped | failed | crashed | interrupted
     config TEXT NOT NULL,           -- flat params, JSON
     summary TEXT,                   -- JSON
     error TEXT,

@@ -235,13 +235,26 @@ class WandbBackend(Backend):
 
     def stop(self, sweep_id: str) -> None:
         """What ``wandb sweep --stop`` does: no new runs, running runs finish."""
+        self._set_state(sweep_id, "FINISHED")
+
+    def cancel(self, sweep_id: str) -> None:
+        """``wandb sweep --cancel``: the controller stops the running runs (a SIGTERM each) and hands out none."""
+        self._set_state(sweep_id, "CANCELED")
+
+    def pause(self, sweep_id: str) -> None:
+        self._set_state(sweep_id, "PAUSED")
+
+    def resume(self, sweep_id: str) -> None:
+        self._set_state(sweep_id, "RUNNING")
+
+    def _set_state(self, sweep_id: str, state: str) -> None:
         entity, project, sid = split_id(sweep_id)
         preflight()
         import wandb
         from wandb.apis.public.sweeps import _set_sweep_state
 
         try:
-            _set_sweep_state(wandb.Api(), sid, "FINISHED", entity=entity, project=project)
+            _set_sweep_state(wandb.Api(), sid, state, entity=entity, project=project)
         except Exception as exc:  # noqa: BLE001 - "already finished", no network, ...
             raise BackendError(f"W&B sweep '{sweep_id}': {_first_line(exc)}") from None
 
