@@ -53,7 +53,8 @@ def test_create_accepts_or_refuses_in_one_line(config: dict[str, Any]) -> None:
         if TALLY:
             reason = errors[0].split("sweep.yaml: ", 1)[1] if code else "accepted"
             with open(TALLY, "a") as tally:
-                tally.write(json.dumps({"code": code, "reason": reason, "method": config["method"]}) + "\n")
+                line = {"code": code, "reason": reason, "method": config["method"], "config": config}
+                tally.write(json.dumps(line) + "\n")
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
