@@ -112,7 +112,7 @@ def _agent(
         raise typer.Exit(code)
     result = backend.run_agent(sweep_id, count=count, max_consecutive_failures=max_consecutive_failures, slot=slot)
     states = ", ".join(f"{n} {s}" for s, n in sorted(result.states.items()))
-    _err(f"agent done: {result.runs} runs ({states or 'none'}); {result.reason}")
+    _err(f"agent done: {result.runs} runs" + (f" ({states})" if states else "") + f"; {result.reason}")
     if result.reason == "interrupted":
         raise typer.Exit(130)
 

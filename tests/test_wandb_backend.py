@@ -134,6 +134,53 @@ def test_pause_resume_and_cancel_with_w_and_b_semantics(wandb_standin: Any, offl
     assert backend.sweep(sweep_id).state == "canceled"
 
 
+def test_workers_2_against_w_and_b_each_run_once_no_traceback(wandb_standin: Any) -> None:
+    backend = WandbBackend()
+    sweep_id = backend.create(validate_sweep({**CONFIG, "parameters": {**FAST, "lr": {"values": [0.02, 0.05, 0.1]}}}),
+                              project="digits")  # fmt: skip
+    result = cli("agent", sweep_id, "--workers", "2", "--stagger", "0")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "pool done: 2 slots, 3 finished" in result.stdout
+    runs = backend.runs(sweep_id)
+    assert sorted(r.config["lr"] for r in runs) == [0.02, 0.05, 0.1] and {r.state for r in runs} == {"finished"}
+    slots = {line.split("]")[0] for line in result.stdout.splitlines() if " started:" in line}
+    assert slots == {"[cpu0", "[cpu1"}, result.stdout
+
+
+def test_online_runs_stream_history_and_summary_to_the_server(wandb_standin: Any) -> None:
+    """Runs logged online: history and summary reach the server over file_stream (UpsertBucket, CreateRunFiles,
+    the model artifact), from the forked child that trains each run."""
+    backend = WandbBackend()
+    sweep_id = backend.create(validate_sweep(CONFIG), project="digits")
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}  # online
+    result = subprocess.run([sys.executable, "-m", "ignite_sweep", "agent", sweep_id, "--count", "1"],
+                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    (run,) = wandb_standin.runs.values()
+    assert run.online and run.state == "finished" and run.exitcode == 0
+    keys = set().union(*run.history)
+    assert {"train/loss", "train/lr", "train/grad_norm", "val/accuracy", "val/loss", "epoch"} <= keys
+    assert run.summary["status"] == "finished" and run.summary["val/accuracy"] > 0.5
+    assert {"UpsertBucket", "file_stream", "CreateRunFiles", "CreateArtifact"} <= set(wandb_standin.log)
+    (record,) = backend.runs(sweep_id)
+    assert record.state == "finished" and record.metric("val/accuracy") == run.summary["val/accuracy"]
+
+
+def test_the_stock_wandb_agent_runs_the_registered_command(wandb_standin: Any) -> None:
+    """`wandb agent <entity/project/id>`, W&B's own CLI agent, runs a sweep ignite-sweep created: the registered
+    command (python -m ignite_sweep.train ${args}) trains the run it is handed."""
+    backend = WandbBackend()
+    sweep_id = backend.create(validate_sweep(CONFIG), project="digits")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}  # the venv's python
+    result = subprocess.run([sys.executable, "-m", "wandb", "agent", sweep_id, "--count", "1"],
+                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "python -m ignite_sweep.train --dataset=digits --epochs=1 --log_interval=50 --lr=0.02" in result.stderr
+    (run,) = backend.runs(sweep_id)
+    assert run.state == "finished" and run.config["lr"] == 0.02 and (run.metric("val/accuracy") or 0) > 0.5
+
+
 # ---------------------------------------------------------------- clear errors, bounded in time
 
 

@@ -155,7 +155,11 @@ class WandbStandIn:
                 stand_in.log.append(f"PUT {self.path}")
                 self._reply(200, {})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:  # a client hung up: not news
+                pass
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="wandb-stand-in", daemon=True)
 
@@ -377,8 +381,11 @@ class WandbStandIn:
         files = [{"name": f, "uploadUrl": f"{self.url}/upload/{v['run']}/{f}"} for f in v.get("files", [])]
         return {"createRunFiles": {"runID": _gql_id("Run", v["run"]), "uploadHeaders": [], "files": files}}
 
-    def op_ArtifactType(self, v: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
-        return {"project": {"artifactType": None}}
+    def op_ArtifactType(self, v: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 - no such artifact yet
+        return {"project": {"artifact": None}}
+
+    def op_OrganizationCoreWeaveOrganizationID(self, v: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        return {"entity": {"organization": None}}  # an online run's init asks; no organization here
 
     def op_CreateArtifact(self, v: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 - "already there": no upload
         return {"createArtifact": {"artifact": {"id": self._new_id("art"), "state": "COMMITTED",

@@ -117,9 +117,10 @@ def trial() -> dict[str, Any] | None:
         emit({"event": "end", "run": run.id, "state": "failed", "error": str(exc), "params": params})
         return None
     except Exception as exc:
-        run.summary["error"] = f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {exc}"
+        run.summary["error"] = error
         run.finish(exit_code=1)
-        emit({"event": "end", "run": run.id, "state": "failed", "error": run.summary["error"], "params": params})
+        emit({"event": "end", "run": run.id, "state": "failed", "error": error, "params": params})
         raise
     if summary["status"] == "stopped" and summary.get("stopped_by") in ("SIGINT", "SIGHUP"):
         # Ctrl-C or a closed terminal, not W&B's stop (a SIGTERM): unfinished work. W&B's controller decides
@@ -170,6 +171,7 @@ class WandbBackend(Backend):
             from wandb.agents import pyagent
 
             pyagent.Agent.HEARTBEAT_SLEEP_SECONDS = float(heartbeat)
+        _quiet_service_finalizer()
         warm_up()  # torch, its compiler and wandb.init's imports once here, not again in every run's child
         done = {"runs": 0}
         say = echo or (lambda line: print(line, file=sys.stderr))
@@ -262,3 +264,21 @@ class WandbBackend(Backend):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _quiet_service_finalizer() -> None:
+    """wandb 0.31: W&B's agent calls ``wandb.teardown()`` before every run, and a cleanup request still queued
+    for the torn-down service makes wandb's ``wandb-ServiceFinalizer`` thread die with ``AlreadyJoinedError``,
+    printing a traceback into the user's terminal. Nothing is lost (that service is gone): keep only that one
+    exception of that one thread out of stderr; every other thread exception is shown as before."""
+    import threading
+
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        thread = args.thread.name if args.thread is not None else ""
+        if thread == "wandb-ServiceFinalizer" and type(args.exc_value).__name__ == "AlreadyJoinedError":
+            return
+        previous(args)
+
+    threading.excepthook = hook
