@@ -46,8 +46,7 @@ def sync_command(backend: LocalBackend, sweep_id: str, project: str | None, enti
         sys.executable,
         "-m",
         "wandb",
-        "sync",
-        "--include-offline",
+        "sync",  # wandb >= 0.30 syncs offline run folders given as paths (--include-offline was removed)
         "--project",
         project or stored.get("project", "ignite-sweep"),
     ]

@@ -73,8 +73,8 @@ def test_report_html_png_and_sync_of_a_finished_sweep(offline_wandb: Path) -> No
     dry = cli("sync", sweep_id, "--project", "home", "--entity", "me", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     command = shlex.split(dry.stdout.split("would run: ", 1)[1])
-    assert command[1:9] == ["-m", "wandb", "sync", "--include-offline", "--project", "home", "--entity", "me"]
-    folders = command[9:]
+    assert command[1:8] == ["-m", "wandb", "sync", "--project", "home", "--entity", "me"]
+    folders = command[8:]
     assert sorted(Path(f).name[-8:] for f in folders) == sorted(r["id"] for r in runs)
     assert all(Path(f).is_dir() and list(Path(f).glob("*.wandb")) for f in folders)
 

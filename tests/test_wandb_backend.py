@@ -291,3 +291,21 @@ def test_the_stand_in_fails_a_test_on_an_operation_it_does_not_know(tmp_path: Pa
         server.stop()
     assert status == 200 and "unknown operation BrandNewThing" in body["errors"][0]["message"]
     assert server.unanswered == ["BrandNewThing"]
+
+
+def test_sync_uploads_a_local_sweep_grouped_and_tagged(wandb_standin: Any, offline_wandb: Path) -> None:
+    """`ignite-sweep sync` runs the real `wandb sync` over a local sweep's offline runs; the server receives
+    each run's history and summary, grouped under the sweep's name and tagged local-sweep-<id>."""
+    path = sweep_file(offline_wandb, name="s.yaml", parameters={"lr": {"values": [0.02, 0.05]}})
+    path.write_text(path.read_text() + "name: digits-lr\n")
+    created = cli("run", str(path), "--backend", "local")
+    assert created.returncode == 0, created.stderr
+    sweep_id = created.stdout.strip().splitlines()[-1]
+    local_runs = {r["id"] for r in json.loads(cli("status", sweep_id, "--json").stdout)["runs"]}
+    result = cli("sync", sweep_id, "--project", "digits")
+    assert result.returncode == 0, result.stderr
+    assert set(wandb_standin.runs) == local_runs
+    for run in wandb_standin.runs.values():
+        assert run.project == "digits" and run.group == "digits-lr" and f"local-sweep-{sweep_id[6:]}" in run.tags
+        assert run.state == "finished" and run.summary["val/accuracy"] > 0.5
+        assert any("val/accuracy" in row for row in run.history)

@@ -57,6 +57,8 @@ class Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     exitcode: int | None = None
     online: bool = False
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
     should_stop: bool = False
     stop_sent: bool = False
 
@@ -352,6 +354,8 @@ class WandbStandIn:
             run.state = "running"
         if v.get("config"):
             run.config = json.loads(v["config"])
+        run.group = v.get("groupName") or run.group
+        run.tags = v.get("tags") or run.tags
         if v.get("summaryMetrics"):
             run.summary.update(json.loads(v["summaryMetrics"]))
         bucket = {"id": _gql_id("Run", name), "name": name, "displayName": name, "description": None,
