@@ -92,7 +92,8 @@ def finish_run(run: Any, summary: dict[str, Any], checkpoint: Path | None, owned
     run.summary.update(
         {
             k: summary[k]
-            for k in ("best/val/accuracy", "best/val/loss", "epochs_completed", "status")
+            for k in ("best/val/accuracy", "best/val/loss", "epochs_completed", "status", "stopped_by",
+                      "train_time_s", "run_time_s", "samples_per_s")
             if summary.get(k) is not None
         }
     )
