@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import netrc
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 from ignite_sweep.errors import ConfigError
 
@@ -32,13 +30,9 @@ REGISTRY: dict[str, Callable[[], Backend]] = {"local": _local, "wandb": _wandb}
 
 
 def wandb_login_found() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    try:
-        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
+    from ignite_sweep.backends.wandb import api_key  # light: the SDK is imported only where it is used
+
+    return api_key() is not None
 
 
 def choose_backend(name: str) -> tuple[str, str]:
