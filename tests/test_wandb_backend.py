@@ -128,7 +128,7 @@ def test_pause_resume_and_cancel_with_w_and_b_semantics(wandb_standin: Any, offl
     wait_for(training, what="a run that has logged")
     backend.cancel(sweep_id)
     _, err = agent.communicate(timeout=120)
-    assert agent.returncode == 0, err
+    assert agent.returncode == 0 and "Traceback" not in err, err  # W&B's stop of a run is no error to print
     (run,) = backend.runs(sweep_id)
     assert run.state == "stopped" and run.summary["epochs_completed"] < 30, run.summary
     assert backend.sweep(sweep_id).state == "canceled"
@@ -234,6 +234,34 @@ def test_an_unreachable_server_is_one_line_in_seconds(offline_wandb: Path, monke
 def test_an_unknown_sweep_is_one_line(wandb_standin: Any) -> None:
     _one_line_error(cli("status", "me/digits/nosuch"), "W&B sweep 'me/digits/nosuch': Could not find sweep")
     _one_line_error(cli("agent", "me/digits/nosuch"), "W&B sweep 'me/digits/nosuch'")
+
+
+def test_the_server_going_away_mid_agent_is_one_line_and_keeps_the_run(
+    wandb_standin: Any, offline_wandb: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = WandbBackend()
+    config = {**CONFIG, "parameters": {**FAST, "epochs": {"value": 30}, "lr": {"values": [0.05, 0.02]}}}
+    sweep_id = backend.create(validate_sweep(config), project="digits")
+    monkeypatch.setenv("IGNITE_SWEEP_WANDB_WATCHDOG_S", "1")
+    agent = start_agent(sweep_id)
+
+    def training() -> Any:
+        with wandb_standin.lock:
+            wandb_standin.refresh_offline_runs()
+            return next((r for r in wandb_standin.runs.values() if r.history), None)
+
+    run = wait_for(training, what="a run that has logged")
+    wandb_standin.stop()  # the server goes away: connections refused from now on
+    started = time.monotonic()
+    _, err = agent.communicate(timeout=120)
+    assert time.monotonic() - started < 60
+    assert agent.returncode == 1 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: W&B server {wandb_standin.url} went away during the agent"), err
+    assert "wandb sync" in last
+    (run_dir,) = [d for d in offline_runs(offline_wandb) if d.name.endswith(run.name)]
+    final = summary(run_file(run_dir))  # the run's data is kept locally, its end recorded
+    assert final["status"] == "interrupted" and final["epochs_completed"] < 30
 
 
 # ---------------------------------------------------------------- backend choice, interrupts

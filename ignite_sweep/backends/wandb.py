@@ -41,10 +41,7 @@ _VERIFIED: set[str] = set()
 def preflight() -> None:
     """One short request before the SDK's own, which retry for minutes (20 tries, 2-60 s apart): a missing
     login, an unreachable server or a refused key is one line within seconds. Once per server and process."""
-    import base64
-    import json
     import urllib.error
-    import urllib.request
 
     url = base_url()
     if url in _VERIFIED:
@@ -54,15 +51,8 @@ def preflight() -> None:
         raise BackendError(
             f"W&B: no login found for {url} (WANDB_API_KEY or `wandb login`); log in, or use --backend local"
         )
-    timeout = float(os.environ.get("IGNITE_SWEEP_WANDB_TIMEOUT_S", "10"))
-    request = urllib.request.Request(
-        f"{url}/graphql", data=json.dumps({"query": "query Viewer { viewer { id entity } }"}).encode(),
-        headers={"Content-Type": "application/json",
-                 "Authorization": "Basic " + base64.b64encode(f"api:{key}".encode()).decode()},
-    )  # fmt: skip
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read() or b"{}")
+        answer = _viewer(url, key)
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
             raise BackendError(
@@ -78,6 +68,64 @@ def preflight() -> None:
     if not (answer.get("data") or {}).get("viewer"):
         raise BackendError(f"W&B at {url} does not know this API key; run `wandb login --relogin`")
     _VERIFIED.add(url)
+
+
+def _viewer(url: str, key: str) -> dict[str, Any]:
+    """W&B's `Viewer` query, with our own timeout (IGNITE_SWEEP_WANDB_TIMEOUT_S, default 10 s)."""
+    import base64
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{url}/graphql", data=json.dumps({"query": "query Viewer { viewer { id entity } }"}).encode(),
+        headers={"Content-Type": "application/json",
+                 "Authorization": "Basic " + base64.b64encode(f"api:{key}".encode()).decode()},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=float(os.environ.get("IGNITE_SWEEP_WANDB_TIMEOUT_S", "10"))) as r:
+        return json.loads(r.read() or b"{}")
+
+
+class ServerWatchdog:
+    """While W&B's agent runs: ask the server every ``interval_s``; after ``misses`` unanswered asks in a row it
+    is gone (W&B's agent would otherwise wait on the SDK's retries for many minutes). Then the running run is
+    interrupted (SIGINT: recorded ``interrupted``, its data kept in its local .wandb file) and the agent is
+    stopped as Ctrl-C stops it."""
+
+    def __init__(self, interval_s: float, misses: int = 3) -> None:
+        import threading
+
+        self.interval_s, self.misses = interval_s, misses
+        self.child: int | None = None  # the run's process, while one trains
+        self.gone = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="ignite-sweep-wandb-watchdog", daemon=True)
+
+    def __enter__(self) -> ServerWatchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        import signal
+
+        url, key, missed = base_url(), api_key() or "", 0
+        while not self._stop.wait(self.interval_s):
+            try:
+                _viewer(url, key)
+                missed = 0
+            except (OSError, ValueError):  # refused, timed out, an HTTP error, not JSON
+                missed += 1
+            if missed >= self.misses and not self._stop.is_set():
+                self.gone = True
+                for pid in (self.child, os.getpid()):
+                    if pid is not None:
+                        try:
+                            os.kill(pid, signal.SIGINT)
+                        except ProcessLookupError:
+                            pass
+                return
 
 
 STATE_MAP = {"running": "running", "finished": "finished", "failed": "failed", "crashed": "crashed",
@@ -175,16 +223,33 @@ class WandbBackend(Backend):
         warm_up()  # torch, its compiler and wandb.init's imports once here, not again in every run's child
         done = {"runs": 0}
         say = echo or (lambda line: print(line, file=sys.stderr))
+        watchdog = ServerWatchdog(float(os.environ.get("IGNITE_SWEEP_WANDB_WATCHDOG_S", "10")))
 
         def function() -> None:
             # Each run in its own child process: a crash ends only that run, and W&B's stop (an exception
             # raised into this thread) becomes a SIGTERM that the run turns into engine.terminate().
             done["runs"] += 1
-            outcome = run_in_child(lambda: 0 if trial() is not None else 1, Interrupts(), on_start=lambda pid: None)
+            try:
+                outcome = run_in_child(lambda: 0 if trial() is not None else 1, Interrupts(),
+                                       on_start=lambda pid: setattr(watchdog, "child", pid))  # fmt: skip
+            except Exception as exc:
+                if type(exc) is Exception and not exc.args:  # W&B's agent stopping this run (stop, cancel, exit):
+                    return  # the run already ended gracefully; raised on, pyagent would print it and count a failure
+                raise
+            finally:
+                watchdog.child = None
             if not outcome.ok:
                 say(f"run {os.environ.get('WANDB_RUN_ID', '?')}: {outcome.describe()}")
 
-        wandb.agent(sid, function=function, entity=entity, project=project, count=count)
+        with watchdog:
+            wandb.agent(sid, function=function, entity=entity, project=project, count=count)
+        if watchdog.gone:
+            folder = os.path.join(os.environ.get("WANDB_DIR", "."), "wandb")
+            raise BackendError(
+                f"W&B server {base_url()} went away during the agent ({watchdog.misses} checks "
+                f"{watchdog.interval_s:g} s apart unanswered): stopped; runs logged so far keep their local copies "
+                f"in {folder} (`wandb sync <run folder>` uploads one once the server is back)"
+            )
         return AgentResult(runs=done["runs"], reason="wandb agent finished")
 
     def _api_sweep(self, sweep_id: str) -> Any:
