@@ -52,26 +52,35 @@ def records(path: Path) -> Iterator[Any]:
         yield record
 
 
+def read_run(path: Path, partial: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any], int | None]:
+    """(history rows, summary, exit code or None) in one pass. With ``partial``, a half-written tail (a run
+    still logging) ends the read with what came before it; without, it raises."""
+    rows: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
+    exit_code = None
+    try:
+        for record in records(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "history":
+                rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item})
+            elif kind == "summary":
+                for item in record.summary.update:
+                    result[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+            elif kind == "exit":
+                exit_code = record.exit.exit_code
+    except Exception:  # noqa: BLE001 - the protobuf decoder on a record cut off mid-write
+        if not partial:
+            raise
+    return rows, result, exit_code
+
+
 def history(path: Path) -> list[dict[str, Any]]:
     """Every history row as {key: value}; the step is under '_step'."""
-    rows = []
-    for record in records(path):
-        if record.WhichOneof("record_type") == "history":
-            row = {}
-            for item in record.history.item:
-                key = item.key or "/".join(item.nested_key)
-                row[key] = json.loads(item.value_json)
-            rows.append(row)
-    return rows
+    return read_run(path)[0]
 
 
 def summary(path: Path) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for record in records(path):
-        if record.WhichOneof("record_type") == "summary":
-            for item in record.summary.update:
-                result[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-    return result
+    return read_run(path)[1]
 
 
 def config(path: Path) -> dict[str, Any]:

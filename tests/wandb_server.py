@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from wandb_records import records
+from wandb_records import read_run
+
+from ignite_sweep.engine import plain
 
 API_KEY = "x" * 40
 WIRE_VERSION = "0.31"  # the wandb release these operations were read from
@@ -308,7 +310,7 @@ class WandbStandIn:
             sweep.state = "FINISHED"
             return [{"type": "exit"}]
         name = self._new_id("run").lower()
-        config = json.loads(json.dumps(suggestion.config, default=lambda x: x.item()))  # numpy -> Python
+        config = plain(suggestion.config)  # numpy scalars -> Python
         self.runs[name] = Run(name, sweep.name, sweep.entity, sweep.project, config)
         return [{"type": "run", "run_id": name, "args": config, "program": sweep.config.get("program")}]
 
@@ -322,20 +324,7 @@ class WandbStandIn:
             files = list(self.root.glob(f"**/offline-run-*-{run.name}/run-{run.name}.wandb"))
             if not files:
                 continue
-            rows, summary, exit_code = [], {}, None
-            try:
-                for record in records(files[0]):
-                    kind = record.WhichOneof("record_type")
-                    if kind == "history":
-                        rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
-                                     for i in record.history.item})  # fmt: skip
-                    elif kind == "summary":
-                        for item in record.summary.update:
-                            summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-                    elif kind == "exit":
-                        exit_code = record.exit.exit_code
-            except Exception:  # noqa: BLE001 - a half-written tail: what was read so far stands
-                pass
+            rows, summary, exit_code = read_run(files[0], partial=True)  # as written so far
             run.history, run.summary = rows, summary
             if exit_code is None:
                 run.state = "running"
