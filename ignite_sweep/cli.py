@@ -68,9 +68,10 @@ def _create(sweep_file: Path, backend: str, project: str | None, entity: str | N
     chosen, why = choose_backend(backend)
     target = REGISTRY[chosen]()
     target.preflight()  # no login or no server: say so before the sweep file is even read
-    config = load_sweep(sweep_file, warn=lambda message: _err(f"warning: {message}"))
+    warn = lambda message: _err(f"warning: {message}")  # noqa: E731
+    config = load_sweep(sweep_file, warn=warn)
     _err(f"backend: {chosen} ({why})")
-    sweep_id = target.create(config, project=project, entity=entity)
+    sweep_id = target.create(config, project=project, entity=entity, warn=warn)
     metric = config.get("metric") or {}
     params = ", ".join(config["parameters"])
     typer.echo(f"created {config['method']} sweep over {params}")

@@ -40,6 +40,16 @@ def test_create_registers_the_sweep_through_the_sdk(wandb_standin: Any) -> None:
     assert "UpsertSweep" in wandb_standin.log
 
 
+def test_create_shows_the_servers_validation_warnings_one_line_each(wandb_standin: Any, tmp_path: Path) -> None:
+    wandb_standin.extra_config_warnings = ["Additional properties are not allowed ('colour' was unexpected)\nat []"]
+    result = cli("create", str(sweep_file(tmp_path, parameters={"lr": {"values": [0.02, 0.05]}})), "--backend", "wandb",
+                 "--project", "digits")
+    assert result.returncode == 0, result.stderr
+    assert "warning: W&B: Additional properties are not allowed ('colour' was unexpected)" in result.stderr
+    assert "Malformed sweep config" not in result.stderr + result.stdout  # not wandb's multi-line box
+    assert result.stdout.splitlines()[-1] == "me/digits/sw00001" and "sw00001" in wandb_standin.sweeps
+
+
 def test_agent_runs_what_the_controller_hands_out_and_reads_back_in_creation_order(
     wandb_standin: Any, offline_wandb: Path
 ) -> None:

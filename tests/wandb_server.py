@@ -123,6 +123,7 @@ class WandbStandIn:
         self.log: list[str] = []
         self.unanswered: list[str] = []
         self.refuse_keys = False  # answer 401, as W&B does to a key it does not know
+        self.extra_config_warnings: list[str] = []  # what a server with a newer sweep schema also warns about
         self.lock = threading.RLock()
         self._ids = 0
         stand_in = self
@@ -234,7 +235,7 @@ class WandbStandIn:
         entity, project = v.get("entityName") or self.entity, v.get("projectName") or "uncategorized"
         name = self._new_id("sw")
         self.sweeps[name] = Sweep(name, entity, project, config)
-        warnings_ = _engine().schema_violations_from_proposed_config(config)
+        warnings_ = _engine().schema_violations_from_proposed_config(config) + self.extra_config_warnings
         return {"upsertSweep": {"sweep": {"name": name, "project": {"id": "p1", "name": project,
                                                                      "entity": _entity(entity)}},
                                 "configValidationWarnings": warnings_}}  # fmt: skip

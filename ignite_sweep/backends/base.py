@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,8 @@ class Backend(ABC):
     name: str = ""
 
     @abstractmethod
-    def create(self, config: dict[str, Any], project: str | None = None, entity: str | None = None) -> str: ...
+    def create(self, config: dict[str, Any], project: str | None = None, entity: str | None = None,
+               warn: Callable[[str], None] | None = None) -> str: ...  # fmt: skip
 
     @abstractmethod
     def run_agent(self, sweep_id: str, count: int | None = None, max_consecutive_failures: int = 5,

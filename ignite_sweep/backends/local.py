@@ -77,7 +77,8 @@ class LocalBackend(Backend):
 
     # -- contract
 
-    def create(self, config: dict[str, Any], project: str | None = None, entity: str | None = None) -> str:
+    def create(self, config: dict[str, Any], project: str | None = None, entity: str | None = None,
+               warn: Callable[[str], None] | None = None) -> str:  # fmt: skip
         from ignite_sweep.wandb_logging import DEFAULT_PROJECT
 
         sweep_id = _new_id()

@@ -181,13 +181,31 @@ def trial() -> dict[str, Any] | None:
     return summary
 
 
+def _upsert(config: dict[str, Any], project: str, entity: str) -> tuple[str | None, list[str]]:
+    """Create the sweep: the sweep's name and the server's validation warnings.
+
+    ``wandb.sweep`` is the same mutation, but it prints the warnings in a multi-line box of its own and the id
+    to stdout; its helper ``_upsert_sweep`` returns both. Older SDKs without it fall back to ``wandb.sweep``.
+    """
+    import wandb
+
+    try:
+        from wandb.apis.public.sweeps import _upsert_sweep
+    except ImportError:  # pragma: no cover - SDKs before 0.2x
+        return wandb.sweep(config, project=project, entity=entity), []
+    sweep, warnings_ = _upsert_sweep(wandb.Api(overrides={"entity": entity, "project": project}), dict(config),
+                                     project=project, entity=entity)  # fmt: skip
+    return (sweep or {}).get("name"), [str(w) for w in warnings_ or []]
+
+
 class WandbBackend(Backend):
     name = "wandb"
 
     def preflight(self) -> None:
         preflight()
 
-    def create(self, config: dict[str, Any], project: str | None = None, entity: str | None = None) -> str:
+    def create(self, config: dict[str, Any], project: str | None = None, entity: str | None = None,
+               warn: Callable[[str], None] | None = None) -> str:  # fmt: skip
         preflight()
         import wandb
 
@@ -198,9 +216,11 @@ class WandbBackend(Backend):
         if not entity:
             raise BackendError("W&B: no entity known; pass --entity or run `wandb login`")
         try:
-            sweep = wandb.sweep(config, project=project, entity=entity)
+            sweep, server_warnings = _upsert(config, project, entity)
         except Exception as exc:  # noqa: BLE001 - CommError and friends: W&B refused it
             raise BackendError(f"W&B refused the sweep: {_first_line(exc)}") from None
+        for message in server_warnings:  # the server's configValidationWarnings, one line each
+            (warn or (lambda line: print(f"warning: {line}", file=sys.stderr)))(f"W&B: {_first_line(message)}")
         if not sweep:
             raise BackendError("W&B refused to create the sweep (see wandb's message above)")
         return f"{entity}/{project}/{sweep}"
