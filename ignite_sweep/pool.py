@@ -131,7 +131,7 @@ class PoolView:
     def table(self) -> Any:
         from rich.table import Table
 
-        from ignite_sweep.report import fmt
+        from ignite_sweep.format import fmt
 
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "no runs ended yet"
         best = f"best {self.metric} = {fmt(self.best[1])} (run {self.best[0]})" if self.best else "no best yet"
@@ -149,7 +149,7 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
              max_consecutive_failures: int, stagger_s: float, live: bool | None = None,
              say: Callable[[str], None] | None = None, swept: list[str] | None = None) -> int:  # fmt: skip
     """Run one agent process per slot until all are done; returns the exit code (0, 1 or 130)."""
-    from ignite_sweep.report import fmt
+    from ignite_sweep.format import fmt
 
     live = sys.stdout.isatty() if live is None else live
     console_say = say or (lambda line: print(line, flush=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ignite_sweep.backends.base import RunRecord, SweepRecord
+from ignite_sweep.format import fmt, fmt_runtime
 
 STATE_STYLE = {
     "running": "cyan",
@@ -21,19 +22,6 @@ def swept_names(sweep: SweepRecord, runs: list[RunRecord]) -> list[str]:
     params = sweep.config.get("parameters", {})
     names = [n for n, spec in params.items() if not (isinstance(spec, dict) and "value" in spec)]
     return names or sorted({k for r in runs for k in r.config})
-
-
-def fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
-def fmt_runtime(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
 
 
 def counts(runs: list[RunRecord]) -> str:

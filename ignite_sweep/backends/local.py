@@ -24,7 +24,7 @@ from ignite_sweep.backends.base import RESULT_STATES, AgentResult, Backend, RunR
 from ignite_sweep.backends.local_store import LocalStore
 from ignite_sweep.engine import next_params, runs_to_stop
 from ignite_sweep.errors import BackendError, IgniteSweepError
-from ignite_sweep.report import fmt
+from ignite_sweep.format import fmt
 
 DEFAULT_RETRIES = 2
 PAUSED = "sweep is paused"
