@@ -104,7 +104,7 @@ def _agent(
         sweep = backend.sweep(sweep_id)
         plan = ", ".join(f"{s.name}" + (f" (GPU {s.gpu})" if s.gpu else "") for s in slots)
         _err(f"{len(slots)} slots, {slots[0].threads} CPU threads each: {plan}")
-        from ignite_sweep.report import swept_names
+        from ignite_sweep.report.tables import swept_names
 
         swept = swept_names(sweep, [])
         code = run_pool(
@@ -188,7 +188,7 @@ def status(
 ) -> None:
     """Table of the sweep's runs (id, state, params, metric, epochs, runtime, error), best run marked."""
     from ignite_sweep.backends import backend_for_sweep
-    from ignite_sweep.report import status_json, status_table
+    from ignite_sweep.report.tables import status_json, status_table
 
     backend = backend_for_sweep(sweep_id)
     sweep, runs, best = backend.sweep(sweep_id), backend.runs(sweep_id), backend.best_run(sweep_id)
@@ -203,7 +203,7 @@ def best(sweep_id: SweepIdArg) -> None:
     """Print the best run's config as YAML, ready for `python -m ignite_sweep.train --config`."""
     from ignite_sweep.backends import backend_for_sweep
     from ignite_sweep.errors import BackendError
-    from ignite_sweep.report import best_yaml
+    from ignite_sweep.report.tables import best_yaml
 
     backend = backend_for_sweep(sweep_id)
     run = backend.best_run(sweep_id)
@@ -244,7 +244,7 @@ def report(
     """Write an offline HTML report: parallel coordinates, parameter importance, optimisation history,
     validation curves and the run table (plotly embedded: no network needed to open it)."""
     from ignite_sweep.backends import backend_for_sweep
-    from ignite_sweep.report_html import collect, write_html, write_png
+    from ignite_sweep.report.html import collect, write_html, write_png
 
     backend = backend_for_sweep(sweep_id)
     sweep = backend.sweep(sweep_id)
@@ -265,7 +265,7 @@ def sync(
     local-sweep-<id>. Needs a W&B login and network."""
     import shlex
 
-    from ignite_sweep.sync import sync as do_sync
+    from ignite_sweep.report.sync import sync as do_sync
 
     command = do_sync(sweep_id, project, entity, dry_run)
     typer.echo(("would run: " if dry_run else "ran: ") + shlex.join(command))

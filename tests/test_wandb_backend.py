@@ -91,7 +91,7 @@ def test_hyperband_stop_command_ends_a_poor_run_gracefully(wandb_standin: Any, o
 
 
 def test_report_reads_histories_through_the_api(wandb_standin: Any, tmp_path: Path) -> None:
-    from ignite_sweep.report_html import collect, write_html
+    from ignite_sweep.report.html import collect, write_html
 
     backend = WandbBackend()
     config = {**CONFIG, "parameters": {**FAST, "epochs": {"value": 2}, "lr": {"values": [0.05, 0.02]}}}

@@ -18,7 +18,7 @@ from typing import Any
 from ignite_sweep.backends.base import RunRecord, SweepRecord
 from ignite_sweep.errors import BackendError
 from ignite_sweep.format import fmt, fmt_runtime
-from ignite_sweep.report import swept_names
+from ignite_sweep.report.tables import swept_names
 
 STATE_COLOR = {"finished": "#2ca02c", "stopped": "#ff7f0e", "failed": "#d62728", "crashed": "#9467bd",
                "running": "#1f77b4", "interrupted": "#7f7f7f"}  # fmt: skip

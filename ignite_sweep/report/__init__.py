@@ -1,0 +1,1 @@
+"""How a sweep is shown: tables.py (status, best), html.py (the HTML/PNG report), sync.py (offline runs to W&B)."""
