@@ -21,10 +21,10 @@ from typing import Any
 
 from ignite_sweep.agent import Interrupts, emit, run_in_child, warm_up
 from ignite_sweep.backends.base import RESULT_STATES, AgentResult, Backend, RunRecord, SweepRecord
-from ignite_sweep.backends.local_store import LocalStore
 from ignite_sweep.engine import next_params, runs_to_stop
 from ignite_sweep.errors import BackendError, IgniteSweepError
 from ignite_sweep.format import fmt
+from ignite_sweep.store.sqlite import LocalStore
 
 DEFAULT_RETRIES = 2
 PAUSED = "sweep is paused"
