@@ -98,7 +98,7 @@ def _agent(
 
     backend = backend_for_sweep(sweep_id)
     if gpus is not None or workers is not None:
-        from ignite_sweep.pool import plan_slots, run_pool
+        from ignite_sweep.execution.pool import plan_slots, run_pool
 
         slots = plan_slots(gpus, per_gpu, workers)
         sweep = backend.sweep(sweep_id)

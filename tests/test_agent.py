@@ -9,7 +9,7 @@ from pathlib import Path
 
 SCRIPT = """
 import json, sys
-from ignite_sweep.agent import warm_up
+from ignite_sweep.execution.process import warm_up
 from ignite_sweep.config import TrainConfig
 from ignite_sweep.data import load_digits
 from ignite_sweep.train import train

@@ -13,7 +13,7 @@ import pytest
 from sweep_helpers import cli, create, store_runs, sweep_file, wait_for, wait_for_evaluating_run
 
 from ignite_sweep.errors import ConfigError
-from ignite_sweep.pool import plan_slots
+from ignite_sweep.execution.pool import plan_slots
 
 
 def start_pool(sweep_id: str, *args: str, env: dict | None = None) -> subprocess.Popen[str]:

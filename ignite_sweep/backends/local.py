@@ -19,10 +19,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ignite_sweep.agent import Interrupts, emit, run_in_child, warm_up
 from ignite_sweep.backends.base import RESULT_STATES, AgentResult, Backend, RunRecord, SweepRecord
 from ignite_sweep.engine import next_params, runs_to_stop
 from ignite_sweep.errors import BackendError, IgniteSweepError
+from ignite_sweep.execution.process import Interrupts, emit, run_in_child, warm_up
 from ignite_sweep.format import fmt
 from ignite_sweep.store.sqlite import LocalStore
 

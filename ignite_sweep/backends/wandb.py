@@ -143,8 +143,8 @@ def trial() -> dict[str, Any] | None:
     """What ``wandb.agent`` calls for each run: wandb.config -> TrainConfig -> train()."""
     import wandb
 
-    from ignite_sweep.agent import emit
     from ignite_sweep.config import TrainConfig
+    from ignite_sweep.execution.process import emit
     from ignite_sweep.train import train
 
     run = wandb.init()
@@ -232,7 +232,7 @@ class WandbBackend(Backend):
         self._api_sweep(sweep_id)  # an unknown sweep is one line here, not the agent's retries
         import wandb
 
-        from ignite_sweep.agent import Interrupts, run_in_child, warm_up
+        from ignite_sweep.execution.process import Interrupts, run_in_child, warm_up
 
         heartbeat = os.environ.get("IGNITE_SWEEP_WANDB_HEARTBEAT_S")
         if heartbeat:  # W&B's agent takes a new run only on a heartbeat (every 5 s); tests shorten it

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ignite_sweep.agent import EVENT_PREFIX
 from ignite_sweep.errors import ConfigError
+from ignite_sweep.execution.process import EVENT_PREFIX
 
 MAX_RESTARTS = 3
 
