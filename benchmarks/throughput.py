@@ -54,7 +54,7 @@ def seed_pipeline(root: Path, epochs: int, device: torch.device) -> float:
     from torchvision.datasets import MNIST
     from torchvision.transforms import Compose, Normalize, ToTensor
 
-    from ignite_sweep.models import Net
+    from ignite_sweep.training.models import Net
 
     torch.manual_seed(0)
     dataset = MNIST(
@@ -75,8 +75,8 @@ def seed_pipeline(root: Path, epochs: int, device: torch.device) -> float:
 
 
 def ignite_sweep_pipeline(root: Path, epochs: int, wandb_mode: str = "offline") -> float:
-    from ignite_sweep.config import TrainConfig
-    from ignite_sweep.train import train
+    from ignite_sweep.training.config import TrainConfig
+    from ignite_sweep.training.train import train
 
     os.environ["WANDB_MODE"] = wandb_mode
     cfg = TrainConfig.from_dict({"dataset": "mnist", "data_dir": str(root), "download": False, "epochs": epochs})
@@ -84,8 +84,8 @@ def ignite_sweep_pipeline(root: Path, epochs: int, wandb_mode: str = "offline") 
 
 
 def plain_pipeline(root: Path, epochs: int, device: torch.device) -> float:
-    from ignite_sweep.data import TensorBatches, load_dataset
-    from ignite_sweep.models import Net
+    from ignite_sweep.training.data import TensorBatches, load_dataset
+    from ignite_sweep.training.models import Net
 
     torch.manual_seed(0)
     data = load_dataset("mnist", str(root), download=False).to(device)

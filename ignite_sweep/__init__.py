@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ignite_sweep.config import TrainConfig
 from ignite_sweep.errors import BackendError, ConfigError, DataError, IgniteSweepError
+from ignite_sweep.training.config import TrainConfig
 
 __version__ = "0.1.0"
 __all__ = [
@@ -19,12 +19,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ignite_sweep.train import train
+    from ignite_sweep.training.train import train
 
 
 def __getattr__(name: str) -> Any:
     if name == "train":  # lazy: importing the package must not import torch
-        from ignite_sweep.train import train
+        from ignite_sweep.training.train import train
 
         return train
     raise AttributeError(name)

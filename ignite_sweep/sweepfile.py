@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ignite_sweep.config import LOGGED_METRICS, TrainConfig, unknown_key_message
 from ignite_sweep.errors import ConfigError
+from ignite_sweep.training.config import LOGGED_METRICS, TrainConfig, unknown_key_message
 
 SWEEP_COMMAND = ["${env}", "${interpreter}", "-m", "ignite_sweep.train", "${args}"]
 METHODS = ("grid", "random", "bayes")

@@ -9,7 +9,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from ignite_sweep.config import LOGGED_METRICS, LR_SCHEDULES, OPTIMIZERS
+from ignite_sweep.training.config import LOGGED_METRICS, LR_SCHEDULES, OPTIMIZERS
 
 # name -> (kind, low, high): the range a sensible sweep draws from
 DOMAINS: dict[str, tuple[str, Any, Any]] = {

@@ -10,9 +10,9 @@ from pathlib import Path
 SCRIPT = """
 import json, sys
 from ignite_sweep.execution.process import warm_up
-from ignite_sweep.config import TrainConfig
-from ignite_sweep.data import load_digits
-from ignite_sweep.train import train
+from ignite_sweep.training.config import TrainConfig
+from ignite_sweep.training.data import load_digits
+from ignite_sweep.training.train import train
 
 warm_up()
 load_digits(TrainConfig().data_dir)  # the digits cache exists, as after a sweep's first run

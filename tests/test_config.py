@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from ignite_sweep.config import TrainConfig
 from ignite_sweep.errors import ConfigError
+from ignite_sweep.training.config import TrainConfig
 
 
 def test_defaults_follow_the_seed_script() -> None:

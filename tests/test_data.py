@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ignite_sweep.data import DIGITS_RECIPE, TensorBatches, load_dataset, load_digits
 from ignite_sweep.errors import DataError
+from ignite_sweep.training.data import DIGITS_RECIPE, TensorBatches, load_dataset, load_digits
 
 
 def write_idx(raw: Path, prefix: str, n: int, rng: np.random.Generator) -> np.ndarray:

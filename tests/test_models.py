@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ignite_sweep.errors import ConfigError
-from ignite_sweep.models import MODELS, build_model
+from ignite_sweep.training.models import MODELS, build_model
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

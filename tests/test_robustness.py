@@ -22,10 +22,10 @@ from sweep_helpers import cli, sweep_file
 
 from ignite_sweep import cli as ignite_cli
 from ignite_sweep.backends.local import LocalBackend
-from ignite_sweep.config import TrainConfig, unknown_key_message
 from ignite_sweep.engine import next_params
 from ignite_sweep.sweepfile import validate_sweep
-from ignite_sweep.train import train
+from ignite_sweep.training.config import TrainConfig, unknown_key_message
+from ignite_sweep.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 INDIRECT = {"tqdm": "Ignite's ProgressBar, attached when stderr is a terminal"}

@@ -12,8 +12,8 @@ import pytest
 from conftest import offline_runs
 from wandb_records import history, run_file, summary
 
-from ignite_sweep.config import TrainConfig
-from ignite_sweep.train import main, parse_args, train
+from ignite_sweep.training.config import TrainConfig
+from ignite_sweep.training.train import main, parse_args, train
 
 FAST = {"dataset": "digits", "log_interval": 20, "val_batch_size": 512}
 

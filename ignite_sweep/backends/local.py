@@ -79,7 +79,7 @@ class LocalBackend(Backend):
 
     def create(self, config: dict[str, Any], project: str | None = None, entity: str | None = None,
                warn: Callable[[str], None] | None = None) -> str:  # fmt: skip
-        from ignite_sweep.wandb_logging import DEFAULT_PROJECT
+        from ignite_sweep.training.wandb_logging import DEFAULT_PROJECT
 
         sweep_id = _new_id()
         name = str(config.get("name") or f"sweep-{sweep_id}")
@@ -300,8 +300,8 @@ class LocalBackend(Backend):
         is ``interrupted``; stopped by the sweep (hyperband, target, ``ignite-sweep stop``) it is ``stopped``."""
         import wandb
 
-        from ignite_sweep.config import TrainConfig
-        from ignite_sweep.train import train
+        from ignite_sweep.training.config import TrainConfig
+        from ignite_sweep.training.train import train
 
         store = LocalStore(self.store.path)  # never share a connection across fork
         child = LocalBackend(store)

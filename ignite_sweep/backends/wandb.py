@@ -143,9 +143,9 @@ def trial() -> dict[str, Any] | None:
     """What ``wandb.agent`` calls for each run: wandb.config -> TrainConfig -> train()."""
     import wandb
 
-    from ignite_sweep.config import TrainConfig
     from ignite_sweep.execution.process import emit
-    from ignite_sweep.train import train
+    from ignite_sweep.training.config import TrainConfig
+    from ignite_sweep.training.train import train
 
     run = wandb.init()
     params = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
@@ -209,7 +209,7 @@ class WandbBackend(Backend):
         preflight()
         import wandb
 
-        from ignite_sweep.wandb_logging import DEFAULT_PROJECT
+        from ignite_sweep.training.wandb_logging import DEFAULT_PROJECT
 
         project = project or config.get("project") or DEFAULT_PROJECT
         entity = entity or config.get("entity") or wandb.Api().default_entity

@@ -21,10 +21,10 @@ RUN_IMPORTS = (
     "ignite.engine",
     "ignite.handlers",
     "ignite.metrics",
-    "ignite_sweep.data",
-    "ignite_sweep.models",
-    "ignite_sweep.train",
-    "ignite_sweep.wandb_logging",
+    "ignite_sweep.training.data",
+    "ignite_sweep.training.models",
+    "ignite_sweep.training.train",
+    "ignite_sweep.training.wandb_logging",
 )
 """What a run imports (train() imports lazily, so that ``ignite-sweep --help`` stays instant)."""
 

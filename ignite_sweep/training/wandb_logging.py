@@ -21,7 +21,7 @@ from ignite.handlers.wandb_logger import WandBLogger, global_step_from_engine
 if TYPE_CHECKING:
     import torch
 
-    from ignite_sweep.config import TrainConfig
+    from ignite_sweep.training.config import TrainConfig
 
 DEFAULT_PROJECT = "ignite-sweep"
 

@@ -107,10 +107,10 @@ def check_registered(kind: str, value: str) -> None:
 
 def registered_names(kind: str) -> list[str]:
     if kind == "dataset":
-        from ignite_sweep.data import DATASETS
+        from ignite_sweep.training.data import DATASETS
 
         return list(DATASETS)
-    from ignite_sweep.models import MODELS
+    from ignite_sweep.training.models import MODELS
 
     return list(MODELS)
 

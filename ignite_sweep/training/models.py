@@ -108,8 +108,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {"net": Net, "mlp": MLP, "cnn": Sm
 def build_model(
     name: str, in_channels: int, image_size: tuple[int, int], num_classes: int, dropout: float
 ) -> nn.Module:
-    from ignite_sweep.data import import_factory
     from ignite_sweep.errors import ConfigError
+    from ignite_sweep.training.data import import_factory
 
     factory = import_factory(name, "model") if ":" in name else MODELS[name]
     model = factory(in_channels=in_channels, image_size=image_size, num_classes=num_classes, dropout=dropout)

@@ -1,0 +1,361 @@
+"""One training run: ``train(cfg, reporter) -> summary``, and ``python -m ignite_sweep.train``.
+
+Reads top to bottom: data -> model -> optimizer -> Ignite trainer/evaluator -> handlers -> run.
+Stops the one graceful way, ``trainer.terminate()``, whether the reason is a reporter (the local sweep
+backend's hyperband), SIGTERM (W&B's agent stopping a run), Ctrl-C, early stopping or a NaN loss.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ignite_sweep.training.config import EVAL_METRICS, TrainConfig
+
+Reporter = Callable[[dict[str, float]], bool]
+"""Called with the metrics after every evaluation; returning True stops the run (status ``stopped``)."""
+
+
+class StopSignal:
+    """SIGTERM / SIGHUP / first Ctrl-C call ``on_stop`` (which asks the engine to terminate); a second Ctrl-C
+    interrupts at once. Nothing runs per iteration: ``engine.terminate()`` only sets the flag that Ignite
+    checks after each iteration."""
+
+    def __init__(self, on_stop: Callable[[], None]) -> None:
+        self.requested: str | None = None
+        self.on_stop = on_stop
+
+    @contextmanager
+    def installed(self) -> Iterator[StopSignal]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # wandb.agent runs functions in a thread; it stops them through its own channel
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+
+        def handle(signum: int, _frame: Any) -> None:
+            if signum == signal.SIGINT and self.requested:
+                raise KeyboardInterrupt
+            self.requested = signal.Signals(signum).name
+            self.on_stop()
+
+        for sig in previous:
+            signal.signal(sig, handle)
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def resolve_device(name: str) -> Any:
+    import torch
+
+    from ignite_sweep.errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("hyperparameter 'device': 'cuda' but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def build_optimizer(cfg: TrainConfig, model: Any) -> Any:
+    import torch
+
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def attach_lr_schedule(trainer: Any, optimizer: Any, cfg: TrainConfig, epoch_length: int) -> None:
+    """Per-iteration schedules through Ignite's param schedulers."""
+    from ignite.engine import Events
+    from ignite.handlers import CosineAnnealingScheduler, LRScheduler, create_lr_scheduler_with_warmup
+    from torch.optim.lr_scheduler import StepLR
+
+    total = cfg.epochs * epoch_length
+    if cfg.lr_schedule == "none":
+        return
+    if cfg.lr_schedule == "step":
+        step = StepLR(optimizer, step_size=cfg.lr_step_epochs * epoch_length, gamma=cfg.lr_gamma)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, LRScheduler(step))
+        return
+    warmup = round(cfg.warmup_epochs * epoch_length) if cfg.lr_schedule == "warmup-cosine" else 0
+    cosine = CosineAnnealingScheduler(
+        optimizer, "lr", start_value=cfg.lr, end_value=0.0, cycle_size=max(total - warmup, 2) + 1
+    )
+    if warmup > 0:
+        cosine = create_lr_scheduler_with_warmup(
+            cosine, warmup_start_value=0.0, warmup_end_value=cfg.lr, warmup_duration=warmup
+        )
+    trainer.add_event_handler(Events.ITERATION_STARTED, cosine)
+
+
+def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -> dict[str, Any]:
+    """Train one model as ``cfg`` says, log it to W&B and return the run's summary.
+
+    Inside a W&B agent the active run is reused; otherwise a run is started (and finished here).
+    ``run`` may be a wandb run, or a Future of one started while the data loads (the local agent does so).
+    The summary has ``status`` (finished | early-stopped | diverged | stopped), ``stopped_by`` (``sweep``, or
+    the signal: SIGTERM, SIGINT, SIGHUP), ``epochs_completed``,
+    ``best/val/accuracy``, ``best/val/loss``, the last ``val/*`` metrics and ``train_time_s``.
+    """
+    import torch
+    import torch.nn.functional as F
+    from ignite.engine import Events, create_supervised_evaluator, create_supervised_trainer
+    from ignite.handlers import EarlyStopping, ModelCheckpoint, TerminateOnNan, Timer, global_step_from_engine
+    from ignite.metrics import Accuracy, Loss
+
+    from ignite_sweep.training.data import TensorBatches, load_dataset
+    from ignite_sweep.training.models import build_model
+    from ignite_sweep.training.wandb_logging import attach_wandb, finish_run, start_run
+
+    # Data, model, optimizer
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed).to(device)
+    model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes, cfg.dropout).to(device)
+    optimizer = build_optimizer(cfg, model)
+    train_batches = TensorBatches(data.train_x, data.train_y, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    val_batches = TensorBatches(data.val_x, data.val_y, cfg.val_batch_size, shuffle=False)
+
+    # Engines
+    amp = cfg.amp and device.type == "cuda"
+    trainer = create_supervised_trainer(
+        model, optimizer, F.nll_loss, device=device, amp_mode="amp" if amp else None, scaler=amp
+    )
+    evaluator = create_supervised_evaluator(
+        model,
+        metrics={"accuracy": Accuracy(), "loss": Loss(F.nll_loss)},
+        device=device,
+        amp_mode="amp" if amp else None,
+    )
+    timer = Timer(average=False)
+    timer.attach(trainer, start=Events.STARTED, resume=Events.EPOCH_STARTED, pause=Events.EPOCH_COMPLETED)
+    attach_lr_schedule(trainer, optimizer, cfg, len(train_batches))
+
+    # Outcome bookkeeping: status and best metrics
+    metric_key = cfg.metric.split("/", 1)[1]
+    sign = 1.0 if EVAL_METRICS[cfg.metric] == "maximize" else -1.0
+    state: dict[str, Any] = {"status": "finished", "evaluated_at": -1, "best": {}, "last": {}}
+
+    def score(engine: Any) -> float:
+        return sign * float(engine.state.metrics[metric_key])
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+
+    def diverged() -> bool:
+        output = trainer.state.output
+        return output is not None and not math.isfinite(float(output))
+
+    def evaluate(_: Any) -> None:
+        if diverged() or state["evaluated_at"] == trainer.state.iteration:
+            return
+        state["evaluated_at"] = trainer.state.iteration
+        evaluator.run(val_batches)
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, evaluate)
+    trainer.add_event_handler(Events.COMPLETED, evaluate)  # a run stopped mid-epoch still gets its metrics
+
+    # W&B handlers log first, then the handlers below read the same metrics
+    run, owned = start_run(cfg, run.result() if hasattr(run, "result") else run)
+    attach_wandb(trainer, evaluator, model, optimizer, cfg.log_interval)
+
+    @evaluator.on(Events.COMPLETED)
+    def track(engine: Any) -> None:
+        metrics = {f"val/{k}": float(v) for k, v in engine.state.metrics.items()}
+        state["last"] = metrics
+        best = state["best"]
+        best["val/accuracy"] = max(best.get("val/accuracy", -math.inf), metrics["val/accuracy"])
+        best["val/loss"] = min(best.get("val/loss", math.inf), metrics["val/loss"])
+
+    checkpoint_dir = Path(run.dir).parent / "checkpoints" if run is not None else Path(tempfile.mkdtemp())
+    checkpoint = ModelCheckpoint(
+        str(checkpoint_dir),
+        filename_prefix="best",
+        n_saved=1,
+        score_function=score,
+        score_name=metric_key,
+        global_step_transform=global_step_from_engine(trainer),
+        require_empty=False,
+    )
+    evaluator.add_event_handler(Events.COMPLETED, checkpoint, {"model": model})
+
+    if cfg.patience > 0:
+        early = EarlyStopping(cfg.patience, score, trainer)
+        evaluator.add_event_handler(Events.COMPLETED, early)
+
+        @evaluator.on(Events.COMPLETED)
+        def mark_early_stop(_: Any) -> None:
+            if early.counter >= early.patience and state["status"] == "finished":
+                state["status"] = "early-stopped"
+
+    if reporter is not None:
+
+        @evaluator.on(Events.COMPLETED)
+        def report(engine: Any) -> None:
+            metrics = {
+                **state["last"],
+                **{f"best/{k}": v for k, v in state["best"].items()},
+                "epoch": trainer.state.epoch,
+                "iteration": trainer.state.iteration,
+            }
+            if reporter(metrics) and state["status"] == "finished":
+                state["status"], state["stopped_by"] = "stopped", "sweep"
+                trainer.terminate()
+
+    if sys.stderr.isatty():
+        from ignite.handlers import ProgressBar
+
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
+
+    def request_stop() -> None:  # SIGTERM (W&B's agent stopping a run), SIGHUP or Ctrl-C
+        if state["status"] == "finished":
+            state["status"], state["stopped_by"] = "stopped", stop.requested
+        trainer.terminate()
+
+    stop = StopSignal(request_stop)
+    summary: dict[str, Any] = {}
+    started = time.perf_counter()
+    try:
+        with stop.installed():
+            trainer.run(train_batches, max_epochs=cfg.epochs)
+    except BaseException:
+        state["status"] = "failed"
+        raise
+    finally:
+        if diverged() and state["status"] != "failed":
+            state["status"] = "diverged"
+        all_done = trainer.state.iteration >= cfg.epochs * len(train_batches)
+        if all_done and state["status"] in ("stopped", "early-stopped"):
+            state["status"] = "finished"  # the stop came after its last epoch: nothing was cut short
+        train_time = timer.value()
+        summary = {
+            "status": state["status"],
+            "stopped_by": state.get("stopped_by"),  # what stopped it first: "sweep" (the reporter) or a signal
+            "epochs_completed": trainer.state.iteration // len(train_batches),
+            **{f"best/{k}": v for k, v in state["best"].items()},
+            **state["last"],
+            "iterations": trainer.state.iteration,
+            "train_time_s": train_time,
+            "run_time_s": time.perf_counter() - started,  # training and evaluation
+            "samples_per_s": trainer.state.iteration * cfg.batch_size / train_time if train_time else 0.0,
+        }
+        best_file = Path(checkpoint.last_checkpoint) if checkpoint.last_checkpoint else None
+        summary["checkpoint"] = str(best_file) if best_file else None
+        finish_run(run, summary, best_file, owned)
+    return summary
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str]) -> dict[str, Any]:
+    """``--key=value`` / ``--key value`` (W&B's ``${args}``) and ``--config FILE.yaml`` into a flat dict."""
+    import yaml
+
+    from ignite_sweep.errors import ConfigError
+
+    values: dict[str, Any] = {}
+    cli: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError(f"argument '{arg}': expected --key=value")
+        key, eq, raw = arg[2:].partition("=")
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                raw, i = argv[i + 1], i + 1
+            else:
+                raw = "true"  # a bare flag: --nesterov
+        i += 1
+        if key == "config":
+            values.update(load_config_file(raw))
+            continue
+        try:
+            cli[key] = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            cli[key] = raw
+    values.update(cli)  # the command line wins over --config
+    return values
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    import yaml
+
+    from ignite_sweep.errors import ConfigError
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror}") from None
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        raise ConfigError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of hyperparameter: value")
+    # Accept W&B's config-defaults form {key: {value: v}} as well as the plain {key: v}.
+    return {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in loaded.items()}
+
+
+def usage() -> str:
+    import dataclasses
+
+    from ignite_sweep.training.config import HELP
+
+    lines = [
+        "usage: python -m ignite_sweep.train [--config FILE.yaml] [--key=value ...]",
+        "",
+        "One training run. Keys as in a sweep YAML's parameters; the command line overrides --config.",
+        "",
+        "hyperparameters (default):",
+    ]
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"  --{f.name:<16} {HELP[f.name]} (default: {default})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ignite_sweep.errors import IgniteSweepError, report_unexpected
+
+    args = sys.argv[1:] if argv is None else argv
+    if "-h" in args or "--help" in args:
+        print(usage())
+        return 0
+    try:
+        cfg = TrainConfig.from_dict(parse_args(args))
+        summary = train(cfg)
+    except IgniteSweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the backstop: a bug (or a user factory's error), one line
+        print(report_unexpected(exc), file=sys.stderr)
+        return 1
+    metrics = ", ".join(f"{k}={summary[k]:.4f}" for k in ("val/accuracy", "val/loss") if summary.get(k) is not None)
+    print(f"{summary['status']} after {summary['epochs_completed']} epochs: {metrics}")
+    return 0 if summary["status"] != "diverged" else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
