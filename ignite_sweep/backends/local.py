@@ -79,7 +79,7 @@ class LocalBackend(Backend):
 
     def create(self, config: dict[str, Any], project: str | None = None, entity: str | None = None,
                warn: Callable[[str], None] | None = None) -> str:  # fmt: skip
-        from ignite_sweep.training.wandb_logging import DEFAULT_PROJECT
+        from ignite_sweep.training.config import DEFAULT_PROJECT
 
         sweep_id = _new_id()
         name = str(config.get("name") or f"sweep-{sweep_id}")

@@ -209,7 +209,7 @@ class WandbBackend(Backend):
         preflight()
         import wandb
 
-        from ignite_sweep.training.wandb_logging import DEFAULT_PROJECT
+        from ignite_sweep.training.config import DEFAULT_PROJECT
 
         project = project or config.get("project") or DEFAULT_PROJECT
         entity = entity or config.get("entity") or wandb.Api().default_entity

@@ -105,14 +105,17 @@ def check_registered(kind: str, value: str) -> None:
         )
 
 
+DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10")
+"""The keys of ``data.DATASETS``, and ``MODEL_NAMES`` of ``models.MODELS`` (a test keeps them equal): checking a name
+must not import torch, which ``models`` does (about a second of ``ignite-sweep create``)."""
+MODEL_NAMES = ("net", "mlp", "cnn")
+
+DEFAULT_PROJECT = "ignite-sweep"
+"""The W&B project of a sweep whose file and command line name none."""
+
+
 def registered_names(kind: str) -> list[str]:
-    if kind == "dataset":
-        from ignite_sweep.training.data import DATASETS
-
-        return list(DATASETS)
-    from ignite_sweep.training.models import MODELS
-
-    return list(MODELS)
+    return list(DATASET_NAMES if kind == "dataset" else MODEL_NAMES)
 
 
 def _between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = True) -> Callable[[Any], bool]:

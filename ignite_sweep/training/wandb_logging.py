@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from ignite.engine import Engine, Events
 from ignite.handlers.wandb_logger import WandBLogger, global_step_from_engine
 
+from ignite_sweep.training.config import DEFAULT_PROJECT
+
 if TYPE_CHECKING:
     import torch
 
     from ignite_sweep.training.config import TrainConfig
-
-DEFAULT_PROJECT = "ignite-sweep"
 
 
 def start_run(cfg: TrainConfig, run: Any = None) -> tuple[Any, bool]:
@@ -93,7 +93,7 @@ def finish_run(run: Any, summary: dict[str, Any], checkpoint: Path | None, owned
         {
             k: summary[k]
             for k in ("best/val/accuracy", "best/val/loss", "epochs_completed", "status", "stopped_by",
-                      "train_time_s", "run_time_s", "samples_per_s")
+                      "train_time_s", "run_time_s", "samples_per_s")  # fmt: skip
             if summary.get(k) is not None
         }
     )
