@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import offline_runs
-from wandb_records import history, run_file, summary
 
+from ignite_sweep.execution.wandb_file import history, run_file, summary
 from ignite_sweep.training.config import TrainConfig
 from ignite_sweep.training.train import main, parse_args, train
 

@@ -18,10 +18,10 @@ import pytest
 import yaml
 from conftest import offline_runs
 from sweep_helpers import cli, start_agent, sweep_file, wait_for
-from wandb_records import history, records, run_file, summary
 
 from ignite_sweep.backends import backend_for_sweep, choose_backend
 from ignite_sweep.backends.wandb import WandbBackend
+from ignite_sweep.execution.wandb_file import history, records, run_file, summary
 from ignite_sweep.sweepfile import SWEEP_COMMAND, validate_sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_run")

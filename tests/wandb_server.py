@@ -7,7 +7,7 @@ controller is W&B's own open-source engine, as W&B's local controller uses it: `
 agent's heartbeat with a ``run`` command, ``sweeps.stop_runs`` with ``stop``.
 
 Runs logged offline tell the server nothing: their state, summary and history are read from their ``.wandb``
-files under ``root`` (``tests/wandb_records.py``), as a later ``wandb sync`` would upload them. Online runs
+files under ``root`` (``execution/wandb_file.py``), as a later ``wandb sync`` would upload them. Online runs
 arrive over ``UpsertBucket`` and file_stream.
 
 Every request is logged (``log``); an operation the stand-in does not know is answered with a GraphQL error
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from wandb_records import read_run
 
 from ignite_sweep.engine import plain
+from ignite_sweep.execution.wandb_file import read_run
 
 API_KEY = "x" * 40
 WIRE_VERSION = "0.31"  # the wandb release these operations were read from

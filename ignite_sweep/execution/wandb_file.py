@@ -1,4 +1,4 @@
-"""Read what an offline wandb run logged, straight from its ``.wandb`` file.
+"""Read what a wandb run logged, straight from its ``.wandb`` file (offline runs; a program sweep's final metrics).
 
 The file is a LevelDB-style log: a 7-byte header (``:W&B``, magic, version), then 32 KiB blocks of
 chunks, each with a 7-byte header (crc32 uint32, length uint16, type uint8: FULL, FIRST, MIDDLE, LAST).
