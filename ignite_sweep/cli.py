@@ -47,6 +47,12 @@ WorkersOpt = Annotated[
 StaggerOpt = Annotated[
     float, typer.Option(min=0.0, help="Seconds between slot starts, so parallel bayes agents differ at first.")
 ]
+KillDelayOpt = Annotated[
+    int | None,
+    typer.Option("--kill-delay", min=0, help="Program sweeps: seconds from a stop's SIGTERM to SIGKILL of the "
+                 "program's process group (default: $WANDB_AGENT_KILL_DELAY, else 30, as wandb agent).",
+                 show_default=False),
+]  # fmt: skip
 SlotOpt = Annotated[str | None, typer.Option(hidden=True, help="Internal: this agent is one slot of a pool.")]
 SweepIdArg = Annotated[str, typer.Argument(help="local/<id> or entity/project/<id>, as `create` printed.")]
 
@@ -74,7 +80,12 @@ def _create(sweep_file: Path, backend: str, project: str | None, entity: str | N
     sweep_id = target.create(config, project=project, entity=entity, warn=warn)
     metric = config.get("metric") or {}
     params = ", ".join(config["parameters"])
-    typer.echo(f"created {config['method']} sweep over {params}")
+    from ignite_sweep.sweepfile import is_program_sweep
+
+    what = ""
+    if is_program_sweep(config):
+        what = f" of {config['program']}" if config.get("program") else f" of `{' '.join(map(str, config['command']))}`"
+    typer.echo(f"created {config['method']} sweep{what} over {params}")
     if metric:
         typer.echo(f"metric: {metric['name']} ({metric.get('goal', 'minimize')})")
     if config.get("run_cap"):
@@ -93,8 +104,12 @@ def _agent(
     workers: int | None = None,
     stagger: float = 2.0,
     slot: str | None = None,
+    kill_delay: int | None = None,
 ) -> None:
     from ignite_sweep.backends import backend_for_sweep
+
+    if kill_delay is not None:  # W&B's own variable: the W&B backend's agent and every pool slot read it too
+        os.environ["WANDB_AGENT_KILL_DELAY"] = str(kill_delay)
 
     backend = backend_for_sweep(sweep_id)
     if gpus is not None or workers is not None:
@@ -138,6 +153,7 @@ def agent(
     per_gpu: PerGpuOpt = 1,
     workers: WorkersOpt = None,
     stagger: StaggerOpt = 2.0,
+    kill_delay: KillDelayOpt = None,
     slot: SlotOpt = None,
 ) -> None:
     """Run the sweep's runs until it is exhausted, --count is reached, it is stopped, or Ctrl-C.
@@ -147,7 +163,7 @@ def agent(
     crashed runs are taken before new ones. With --gpus or --workers, one agent per slot with a live view;
     --count is then per slot.
     """
-    _agent(sweep_id, count, max_consecutive_failures, gpus, per_gpu, workers, stagger, slot)
+    _agent(sweep_id, count, max_consecutive_failures, gpus, per_gpu, workers, stagger, slot, kill_delay)
 
 
 @app.command("run")
@@ -162,10 +178,11 @@ def run_sweep(
     per_gpu: PerGpuOpt = 1,
     workers: WorkersOpt = None,
     stagger: StaggerOpt = 2.0,
+    kill_delay: KillDelayOpt = None,
 ) -> None:
     """Create a sweep from SWEEP_FILE, then run an agent (or a pool of them) on it."""
     sweep_id = _create(sweep_file, backend, project, entity)
-    _agent(sweep_id, count, max_consecutive_failures, gpus, per_gpu, workers, stagger)
+    _agent(sweep_id, count, max_consecutive_failures, gpus, per_gpu, workers, stagger, kill_delay=kill_delay)
 
 
 @app.command("ls")

@@ -1,6 +1,7 @@
 """Sweep files: read a W&B sweep YAML and prove it can run before anything is registered.
 
-The schema is W&B's own (the ``sweeps`` engine's); hyperparameter names and values are TrainConfig's. A sweep
+The schema is W&B's own (the ``sweeps`` engine's). In a sweep of the built-in trainer, hyperparameter names and
+values are TrainConfig's; a program sweep (its own ``program`` or ``command``) names its own. A sweep
 is refused at ``create`` (one line: the file, the key path, what is allowed) when the schema says no, when a
 value a parameter can take is not a valid hyperparameter, or when the engine itself cannot run it (a dry
 ``next_run`` plus a handful of seeded suggestions, each built into a TrainConfig).
@@ -69,6 +70,8 @@ def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[st
     parameters = config.get("parameters")
     if not isinstance(parameters, dict) or not parameters:
         raise ConfigError(f"{source}: key 'parameters': needs at least one hyperparameter")
+    if is_program_sweep(config):
+        return _validate_program_sweep(config, source, warn)
     for name, spec in parameters.items():
         if name not in _FIELDS:
             raise ConfigError(f"{source}: {unknown_key_message(str(name), sorted(_FIELDS), what='parameter')}")
@@ -101,6 +104,47 @@ def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[st
     result = dict(config)
     result.setdefault("command", list(SWEEP_COMMAND))
     return result
+
+
+def is_program_sweep(config: dict[str, Any]) -> bool:
+    """A sweep of the user's own program: its ``program`` or ``command`` names something other than ignite-sweep's
+    built-in trainer (``-m ignite_sweep.train``). Parameters are then the program's own, as W&B allows them."""
+    command = config.get("command")
+    if isinstance(command, list) and command:
+        return "ignite_sweep.train" not in [str(c) for c in command]
+    return config.get("program") is not None
+
+
+def _validate_program_sweep(config: dict[str, Any], source: str, warn: Callable[[str], None] | None
+                            ) -> dict[str, Any]:  # fmt: skip
+    """W&B's schema and the engine's dry run; names and values are the program's, so nothing more to check."""
+    from ignite_sweep.sweep_schema import schema_problems
+
+    problems, deprecated = schema_problems(config)
+    if problems:
+        raise ConfigError(f"{source}: {problems[0]}")
+    for message in deprecated:
+        (warn or _warn)(f"{source}: {message}")
+    command = config.get("command")
+    if command is not None and (not isinstance(command, list) or not command):
+        raise ConfigError(f"{source}: key 'command': expected a list such as "
+                          "[${env}, ${interpreter}, ${program}, ${args}]")  # fmt: skip
+    uses_program = command is None or "${program}" in [str(c) for c in command]
+    if uses_program and not config.get("program"):
+        raise ConfigError(f"{source}: key 'program': the command runs ${{program}}; name the script to run")
+    if uses_program and not Path(str(config["program"])).exists():
+        (warn or _warn)(f"{source}: program {config['program']!r} is not in {os.getcwd()}: agents run it from the "
+                        "folder they start in, as wandb agent does")  # fmt: skip
+    metric = config.get("metric")
+    needs_metric = config["method"] == "bayes" or "early_terminate" in config or "target" in (metric or {})
+    if needs_metric and metric is None:
+        raise ConfigError(f"{source}: key 'metric': method {config['method']} and early_terminate need a metric "
+                          "to optimise")  # fmt: skip
+    try:
+        _dry_run(config, check=False)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return dict(config)
 
 
 def _warn(message: str) -> None:
@@ -199,6 +243,9 @@ def _seeded(seed: int) -> Iterator[None]:
 def _grid_points(parameters: dict[str, Any]) -> int:
     points = 1
     for name, spec in parameters.items():
+        if isinstance(spec, dict) and "parameters" in spec:  # nested: a grid over its own parameters
+            points *= _grid_points(spec["parameters"])
+            continue
         param = _engine_parameter(name, spec)
         c = param.config
         if "values" in c:
@@ -210,9 +257,10 @@ def _grid_points(parameters: dict[str, Any]) -> int:
     return points
 
 
-def _dry_run(config: dict[str, Any], n: int = DRY_RUN_SUGGESTIONS, seed: int = 0) -> None:
+def _dry_run(config: dict[str, Any], n: int = DRY_RUN_SUGGESTIONS, seed: int = 0, check: bool = True) -> None:
     """Run the engine on the sweep as an agent would (no runs yet, then ``n`` suggestions, each fed back as a
-    finished run) and build every suggestion into a TrainConfig. Seeded, so ``create`` is repeatable."""
+    finished run) and, with ``check``, build every suggestion into a TrainConfig. Seeded, so ``create`` is
+    repeatable."""
     from ignite_sweep.engine import next_params, runs_to_stop
 
     if config["method"] == "bayes" and all("value" in spec for spec in config["parameters"].values()):
@@ -235,7 +283,8 @@ def _dry_run(config: dict[str, Any], n: int = DRY_RUN_SUGGESTIONS, seed: int = 0
                 raise ConfigError(f"the sweep engine cannot run it: {_first_line(exc)}") from None
             if suggestion is None:
                 return
-            _check(suggestion[0], f" (the engine's suggestion {i + 1} of {n})")
+            if check:
+                _check(suggestion[0], f" (the engine's suggestion {i + 1} of {n})")
             rows.append({"id": f"dry{i}", "state": "finished", "config": suggestion[0], "summary": history[-1],
                          "history": history})  # fmt: skip
 

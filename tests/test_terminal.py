@@ -44,3 +44,16 @@ def test_pool_live_view_and_status_table_in_a_terminal(offline_wandb: Path) -> N
     sweep_id = [line for line in screen.splitlines() if line.startswith("local/")][-1].strip()
     code, table = run_in_pty([*IGNITE_SWEEP, "status", sweep_id], cols=100)
     assert code == 0 and "val/accuracy (maximize)" in table and "* best run" in table, table
+
+
+def test_a_program_sweep_in_a_terminal_gives_the_program_a_terminal(offline_wandb: Path) -> None:
+    """As under `wandb agent`, the program's stderr is a terminal (its progress bars and colours take their
+    terminal paths), and its last line still becomes the run's error."""
+    script = offline_wandb / "tty.py"
+    script.write_text("import sys\nprint('stderr is a tty:', sys.stderr.isatty(), file=sys.stderr)\n"
+                      "sys.exit('RuntimeError: out of patience')\n")  # fmt: skip
+    sweep = offline_wandb / "program.yaml"
+    sweep.write_text(f"program: {script}\nmethod: grid\nparameters:\n  x:\n    values: [1]\n")
+    code, screen = run_in_pty([*IGNITE_SWEEP, "run", str(sweep), "--backend", "local"])
+    assert "stderr is a tty: True" in screen, screen
+    assert "failed: RuntimeError: out of patience" in screen, screen

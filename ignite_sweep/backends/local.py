@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import signal
 import string
 import sys
 import threading
@@ -25,6 +26,7 @@ from ignite_sweep.errors import BackendError, IgniteSweepError
 from ignite_sweep.execution.process import Interrupts, emit, run_in_child, warm_up
 from ignite_sweep.format import fmt
 from ignite_sweep.store.sqlite import LocalStore
+from ignite_sweep.sweepfile import is_program_sweep
 
 DEFAULT_RETRIES = 2
 PAUSED = "sweep is paused"
@@ -230,6 +232,12 @@ class LocalBackend(Backend):
             self.store.request_stop(db, to_stop)
             return run_id in to_stop
 
+    def stop_requested(self, run_id: str) -> bool:
+        """Whether the run was asked to stop (hyperband on another run's report, ``cancel``), without reporting."""
+        run = self.store.run(run_id)
+        sweep = self.store.sweep(run["sweep_id"]) if run else None
+        return run is None or sweep is None or bool(run["should_stop"]) or sweep["state"] == "canceled"
+
     # -- the agent
 
     def run_agent(self, sweep_id: str, count: int | None = None, max_consecutive_failures: int = 5,
@@ -240,7 +248,10 @@ class LocalBackend(Backend):
         sweep = self.sweep(sweep_id)
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_SILENT", "true")  # the agent prints one line per run instead
-        warm_up("sweeps")
+        program = is_program_sweep(sweep.config)
+        if not program:  # a program imports what it needs itself: no torch in the agent
+            warm_up("sweeps")
+        trial = self._program_trial if program else self._trial
         interrupts = Interrupts()
         states: dict[str, int] = {}
         done, failures, reason, waiting = 0, 0, "", False
@@ -267,7 +278,7 @@ class LocalBackend(Backend):
                 say(f"run {run['id']} started{retry}: {label}")
                 emit({"event": "start", "run": run["id"], "params": run["config"]})
                 outcome = run_in_child(
-                    lambda run=run: self._trial(sweep, run, interrupts.interrupted),
+                    lambda run=run: trial(sweep, run, interrupts.interrupted),
                     interrupts,
                     on_start=lambda pid, run=run: self.store.set_pid(run["id"], pid),
                 )
@@ -363,6 +374,96 @@ class LocalBackend(Backend):
         else:
             store.end_run(run_id, "stopped" if status == "stopped" else "finished", summary)
         return _finish(starting, 0)
+
+    def _program_trial(self, sweep: SweepRecord, run: dict[str, Any], agent_interrupted: Callable[[], bool]) -> int:
+        """In the forked child: run the sweep's program as ``wandb agent`` would, feed what it logs to the sweep
+        while it trains (hyperband, target, the live view), stop it when the sweep says so, record how it ended."""
+        from ignite_sweep.execution.program import (
+            ProgramRun,
+            build_command,
+            final_metrics,
+            find_run_file,
+            numbers,
+            program_env,
+            sweep_folder,
+        )
+
+        store = LocalStore(self.store.path)  # never share a connection across fork
+        child = LocalBackend(store)
+        run_id, sid = run["id"], short_id(sweep.id)
+        caught: list[str] = []
+        for sig in Interrupts.SIGNALS:  # the agent interrupted: stop the program gracefully, then record it
+            signal.signal(sig, lambda signum, _f: caught.append(signal.Signals(signum).name))
+        wandb_dir = os.environ.get("WANDB_DIR") or os.getcwd()
+        metric = sweep.metric
+        started = time.time()
+        try:
+            argv, run_env = build_command(sweep.config, run_id, run["config"], sid, os.path.abspath(wandb_dir))
+            run_env.update(WANDB_PROJECT=self._project(sweep), WANDB_RUN_GROUP=sweep.name,
+                           WANDB_JOB_TYPE="sweep-run", WANDB_TAGS=f"local-sweep-{sid}")  # fmt: skip
+            metrics_path = sweep_folder(os.path.abspath(wandb_dir), sid) / f"metrics-{run_id}.jsonl"
+            program = ProgramRun(argv, program_env(dict(os.environ), run_env, metrics_path), metrics_path).start()
+        except (OSError, ValueError, KeyError) as exc:
+            store.end_run(run_id, "failed", error=f"cannot start the program: {exc}")
+            return 0
+        last: dict[str, Any] = {}
+        evaluations = 0
+        stopped_by: str | None = None
+        next_beat = next_check = time.monotonic()
+        while True:
+            code = program.poll()
+            for row in map(numbers, program.new_rows()):
+                last.update(row)
+                if metric and metric in row:
+                    evaluations += 1
+                    emit({"event": "eval", "run": run_id, "epoch": evaluations, "metrics": row})
+                    if child.report(run_id, row) and stopped_by is None:
+                        stopped_by = "sweep"
+                        program.stop()
+            if code is not None:
+                break
+            now = time.monotonic()
+            if caught and stopped_by is None:  # SIGTERM from `cancel`, or the agent interrupted
+                stopped_by = caught[0]
+                program.stop()
+            if now >= next_check and stopped_by is None:
+                next_check = now + 1.0
+                if child.stop_requested(run_id):
+                    stopped_by = "sweep"
+                    program.stop()
+            if now >= next_beat:
+                next_beat = now + self.heartbeat_s
+                store.heartbeat(run_id)
+            time.sleep(0.1)
+        run_file = find_run_file(wandb_dir, run_id)
+        rows, final = final_metrics(run_file)
+        if evaluations == 0 and rows:  # the hook saw nothing (not Python, say): the history from the .wandb file
+            with store.transaction() as db:
+                for values in map(numbers, rows):
+                    if values and (metric is None or metric in values):
+                        store.append_history(db, run_id, values)
+        summary: dict[str, Any] = {**numbers(last), **numbers(final)}
+        summary.update(exit_code=code, run_time_s=round(time.time() - started, 3), stopped_by=stopped_by,
+                       cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
+        if run_file is not None:
+            store.heartbeat(run_id, run_dir=str(run_file.parent))
+        killed = " (killed after --kill-delay)" if program.killed else ""
+        if stopped_by is not None and (agent_interrupted() or stopped_by in ("SIGINT", "SIGHUP")):
+            summary["status"] = "interrupted"
+            store.end_run(run_id, "interrupted", summary, error=f"interrupted ({stopped_by}){killed}")
+        elif stopped_by is not None:  # hyperband, target, `cancel`
+            summary["status"] = "stopped"
+            store.end_run(run_id, "stopped", summary, error=f"stopped by the sweep{killed}" if killed else None)
+        elif code == 0:
+            summary["status"] = "finished"
+            store.end_run(run_id, "finished", summary)
+        elif code > 0:
+            summary["status"] = "failed"
+            store.end_run(run_id, "failed", summary, error=program.last_error_line() or f"exited with code {code}")
+        else:
+            summary["status"] = "crashed"
+            store.end_run(run_id, "crashed", summary, error=f"killed by {signal.Signals(-code).name}")
+        return 0
 
     def _project(self, sweep: SweepRecord) -> str:
         row = self.store.sweep(short_id(sweep.id)) or {}

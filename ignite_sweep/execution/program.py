@@ -1,0 +1,279 @@
+"""A user's program, run the way W&B's CLI agent (``wandb agent``) runs it; its metrics seen while it trains.
+
+The command: the sweep's ``command`` (else W&B's default ``${env} ${interpreter} ${program} ${args}``), expanded
+by wandb's own macro code (``wandb.sdk.launch.sweeps.utils``): ``${envvar:NAME}`` inside any item, and whole-item
+``${env}``, ``${interpreter}``, ``${program}``, ``${args}``, ``${args_no_hyphens}``, ``${args_no_boolean_flags}``,
+``${args_no_equals}``, ``${args_json}``, ``${args_json_file}``, ``${args_append_hydra}``,
+``${args_override_hydra}``; an unknown macro is dropped, as W&B does.
+
+The environment, as W&B's agent sets it: ``WANDB_RUN_ID``, ``WANDB_SWEEP_PARAM_PATH`` (a ``{name: {value: v}}``
+YAML written by wandb's own ``config_util``, so ``wandb.init()`` in the program sees the run's config),
+``WANDB_DIR`` (default: where the agent started), ``WANDB_PROJECT``; no shell, the agent's working directory, stdin
+closed, its own process group. Two deliberate differences: ``WANDB_SWEEP_ID`` is not set (a local sweep id is unknown
+to W&B's server, so a later ``wandb sync`` would attach the run to a sweep that does not exist): runs are grouped by
+``WANDB_RUN_GROUP`` (the sweep's name) and tagged as built-in runs are; and the agent's own environment (the folder
+of its Python) comes first on PATH, so ``${interpreter}`` (``python``) is the Python the agent runs in, as if its
+virtualenv were activated.
+
+Live metrics: ``live/sitecustomize.py`` goes first on the program's PYTHONPATH and appends each ``wandb.log``
+call's numbers to a JSON-lines file that ``ProgramRun.new_rows`` reads (see that module). At the end the run's
+``.wandb`` file gives its final summary and history, which a program the hook cannot see (not Python, or its
+children started without the PYTHONPATH) still writes.
+
+Stops, as W&B's agent: SIGTERM, then SIGKILL after ``WANDB_AGENT_KILL_DELAY`` seconds (default 30; the CLI's
+``--kill-delay``). Unlike W&B, both go to the program's whole process group (DataLoader workers, ``accelerate
+launch`` children) and the SIGKILL comes from a timer, not from the server repeating its stop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+KILL_DELAY_S = 30
+LIVE_DIR = Path(__file__).resolve().parent / "live"
+DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
+TAIL_BYTES = 8192
+
+
+def kill_delay() -> float:
+    """Seconds between the SIGTERM of a stop and the SIGKILL: ``WANDB_AGENT_KILL_DELAY`` as W&B reads it."""
+    try:
+        return float(os.environ.get("WANDB_AGENT_KILL_DELAY", KILL_DELAY_S))
+    except ValueError:
+        return KILL_DELAY_S
+
+
+def sweep_folder(wandb_dir: str | os.PathLike[str], sweep_id: str) -> Path:
+    """Where W&B's agent writes a run's parameter files: ``$WANDB_DIR/wandb/sweep-<id>``."""
+    return Path(wandb_dir) / "wandb" / f"sweep-{sweep_id}"
+
+
+def build_command(
+    config: dict[str, Any], run_id: str, params: dict[str, Any], sweep_id: str, wandb_dir: str
+) -> tuple[list[str], dict[str, str]]:
+    """(argv, the environment variables W&B's agent sets for this run); writes the run's parameter file(s)."""
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+    from wandb.sdk.lib import config_util
+
+    template = config.get("command")
+    template = [str(c) for c in template] if isinstance(template, list) and template else list(DEFAULT_COMMAND)
+    template = sweep_utils.create_sweep_command(template)  # ${envvar:NAME}; it edits the list it is given
+    folder = sweep_folder(wandb_dir, sweep_id)
+    param_path, json_path = folder / f"config-{run_id}.yaml", folder / f"config-{run_id}.json"
+    run_command = {"type": "run", "run_id": run_id, "program": config.get("program"),
+                   "args": {name: {"value": value} for name, value in params.items()}}  # fmt: skip
+    config_util.save_config_file_from_dict(str(param_path), run_command["args"])
+    macros: dict[str, Any] = sweep_utils.create_sweep_command_args(run_command)
+    macros.pop("args_dict", None)  # W&B would splice a dict's keys into the command; nobody means that
+    macros.update(env=["/usr/bin/env"], interpreter=["python"], args_json_file=[str(json_path)],
+                  program=[str(config["program"])] if config.get("program") is not None else [])  # fmt: skip
+    if "${args_json_file}" in template:
+        json_path.write_text(macros["args_json"][0])
+    argv: list[str] = []
+    for item in template:
+        if item.startswith("${") and item.endswith("}"):
+            argv += [str(v) for v in macros.get(item[2:-1]) or []]
+        else:
+            argv.append(item)
+    env = {"WANDB_RUN_ID": run_id, "WANDB_SWEEP_PARAM_PATH": str(param_path), "WANDB_DIR": str(wandb_dir)}
+    return argv, env
+
+
+def program_env(base: dict[str, str], run_env: dict[str, str], metrics_path: Path) -> dict[str, str]:
+    """The program's environment: the agent's, W&B's run variables, the live hook and the agent's Python first."""
+    env = {**base, **run_env}
+    env.pop("WANDB_SERVICE", None)  # as W&B's agent: the program starts its own wandb service
+    env.pop("IGNITE_SWEEP_EVENTS", None)  # the pool's event channel is the agent's, not the program's
+    env["IGNITE_SWEEP_METRICS_FILE"] = str(metrics_path)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(LIVE_DIR), base.get("PYTHONPATH", "")) if p)
+    env["PATH"] = os.pathsep.join(p for p in (os.path.dirname(sys.executable), base.get("PATH", "")) if p)
+    return env
+
+
+def _new_group_dying_with_parent() -> Callable[[], None]:
+    """What runs in the program's process between fork and exec: its own process group (as W&B's agent), and
+    on Linux a SIGKILL when the supervising process dies, so that a killed agent leaves no orphan training."""
+    prctl = None
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl  # looked up before the fork
+        except OSError:
+            prctl = None
+
+    def before_exec() -> None:
+        os.setpgid(0, 0)
+        if prctl is not None:
+            prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return before_exec
+
+
+def _stderr_pair() -> tuple[int, int]:
+    """(read end, the program's stderr). A pseudo-terminal of the same size when the agent's stderr is a terminal,
+    so the program's ``isatty()`` checks (progress bars, colours) answer as they would under ``wandb agent``;
+    a pipe otherwise. Either way the agent sees the output, to keep its last line for the run's error."""
+    if os.isatty(sys.stderr.fileno()):
+        import fcntl
+        import termios
+
+        main, program_side = os.openpty()
+        try:
+            size = fcntl.ioctl(sys.stderr.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(program_side, termios.TIOCSWINSZ, size)
+        except OSError:
+            pass
+        return main, program_side
+    return os.pipe()
+
+
+class ProgramRun:
+    """One run of a program: start, the metrics it logs as they arrive, stop (SIGTERM, SIGKILL after a delay),
+    wait. Its stderr passes through unchanged; the last line of it is kept for the run's error."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], metrics_path: Path, delay_s: float | None = None):
+        self.argv, self.env, self.metrics_path = argv, env, metrics_path
+        self.delay_s = kill_delay() if delay_s is None else delay_s
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stop_sent: float | None = None
+        self.killed = False
+        self._offset = 0
+        self._partial = b""
+        self._tail = b""
+        self._tee: threading.Thread | None = None
+
+    def start(self) -> ProgramRun:
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        self.metrics_path.write_bytes(b"")
+        read_fd, write_fd = _stderr_pair()
+        try:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.PIPE, stderr=write_fd,
+                                         preexec_fn=_new_group_dying_with_parent())  # fmt: skip
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()  # as W&B's agent: a read gets EOF instead of stopping a background process group
+        self._tee = threading.Thread(target=self._pass_stderr, args=(read_fd,), daemon=True,
+                                     name="ignite-sweep-program-stderr")  # fmt: skip
+        self._tee.start()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def _pass_stderr(self, fd: int) -> None:
+        try:
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO: a pseudo-terminal whose program side has closed
+                    break
+                if not chunk:
+                    break
+                try:
+                    os.write(sys.stderr.fileno(), chunk)  # raw, so progress bars (\r) draw as they would
+                except OSError:
+                    pass
+                self._tail = (self._tail + chunk)[-TAIL_BYTES:]
+        finally:
+            os.close(fd)
+
+    def last_error_line(self) -> str:
+        if self._tee is not None:
+            self._tee.join(timeout=2)
+        text = self._tail.decode("utf-8", "replace").replace("\r", "\n")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    def new_rows(self) -> list[dict[str, Any]]:
+        """What the program logged since the last call: one row per ``wandb.log`` call, its numbers."""
+        try:
+            with open(self.metrics_path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return []
+        self._offset += len(data)
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # a line still being written
+        rows = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            row = dict(entry.get("metrics") or {})
+            if entry.get("step") is not None:
+                row["_step"] = entry["step"]
+            rows.append(row)
+        return rows
+
+    def stop(self) -> None:
+        """SIGTERM to the program's process group, once; ``poll`` sends SIGKILL when the delay has passed."""
+        if self.stop_sent is None and self.proc is not None and self.proc.poll() is None:
+            self.stop_sent = time.monotonic()
+            self._signal(signal.SIGTERM)
+
+    def _signal(self, sig: int) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def poll(self) -> int | None:
+        assert self.proc is not None
+        code = self.proc.poll()
+        if code is None and self.stop_sent is not None and time.monotonic() - self.stop_sent >= self.delay_s:
+            self.killed = True
+            self._signal(signal.SIGKILL)
+        if code is not None and self.stop_sent is not None:
+            self._signal(signal.SIGKILL)  # whatever the program left behind in its group
+        return code
+
+
+def find_run_file(wandb_dir: str | os.PathLike[str], run_id: str) -> Path | None:
+    """The run's ``.wandb`` file under ``$WANDB_DIR/wandb`` (or ``.wandb``), offline or online."""
+    for folder in ("wandb", ".wandb"):
+        found = sorted(Path(wandb_dir, folder).glob(f"*run-*-{run_id}*/run-{run_id}.wandb"))
+        if found:
+            return found[-1]
+    return None
+
+
+def final_metrics(run_file: Path | None, wait_s: float = 3.0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(history rows, summary) from the run's ``.wandb`` file; waits briefly for wandb's service to write its end."""
+    from ignite_sweep.execution.wandb_file import read_run
+
+    if run_file is None:
+        return [], {}
+    deadline = time.monotonic() + wait_s
+    while True:
+        rows, summary, exit_code = read_run(run_file, partial=True)
+        if exit_code is not None or time.monotonic() > deadline:
+            return rows, summary
+        time.sleep(0.1)
+
+
+def numbers(values: dict[str, Any]) -> dict[str, Any]:
+    """The numeric entries (the store keeps metrics, not media or tables)."""
+    return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -1,0 +1,198 @@
+"""Program sweeps on the local backend: the user's own script, run as ``wandb agent`` runs it, offline.
+
+Every program here is a real process started by the real CLI agent; the Ignite one trains for real on digits and
+logs with Ignite's WandBLogger (offline), and knows nothing of ignite-sweep."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sweep_helpers import cli, create, start_agent, store_runs, wait_for
+
+from ignite_sweep.execution.program import build_command
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+def program_sweep(folder: Path, body: dict[str, Any], name: str = "sweep.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Agents run programs from the folder they start in, as wandb agent does: the test's folder."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(PROGRAMS / "ignite_digits.py", tmp_path)
+    return tmp_path
+
+
+IGNITE_SWEEP = {"program": "ignite_digits.py", "method": "bayes",
+                "metric": {"name": "validation/accuracy", "goal": "maximize"},
+                "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2}}  # fmt: skip
+
+
+def test_an_ignite_script_with_wandb_logger_feeds_the_sweep_while_it_trains(in_tmp: Path) -> None:
+    body = {**IGNITE_SWEEP, "parameters": {"lr": {"values": [0.5, 0.3]}, "hidden": {"values": [16, 32]},
+                                           "epochs": {"value": 3}, "sleep": {"value": 1.0}}}  # fmt: skip
+    sweep_id = create(program_sweep(in_tmp, body))
+    agent = start_agent(sweep_id, "--count", "2")
+    # live: the first evaluation is in the store while the program still trains (it sleeps 1 s per epoch)
+    live = wait_for(lambda: next((r for r in store_runs(sweep_id) if r["state"] == "running" and r["history"]), None),
+                    what="a running program's first evaluation in the store")  # fmt: skip
+    assert "validation/accuracy" in live["history"][0] and live["history"][0]["_step"] == 1
+    out, err = agent.communicate(timeout=300)
+    assert agent.returncode == 0, err
+    runs = store_runs(sweep_id)
+    assert [r["state"] for r in runs] == ["finished", "finished"], [(r["state"], r["error"]) for r in runs]
+    for run in runs:
+        assert [h["_step"] for h in run["history"]] == [1, 2, 3]  # one row per evaluation, as it happened
+        assert run["summary"]["validation/accuracy"] == run["history"][-1]["validation/accuracy"] > 0.5
+        assert "training/loss" in run["summary"]  # the iteration logs reach the summary, not the history
+        assert run["summary"]["exit_code"] == 0 and run["run_dir"]
+        # the program saw its config through argparse (${args}) and its run through WANDB_RUN_ID
+        assert Path(run["run_dir"]).name.endswith(run["id"])
+    report = in_tmp / "report.html"
+    result = cli("report", sweep_id, "-o", str(report))
+    assert result.returncode == 0, result.stderr
+    assert f"{runs[0]['id']} (finished)" in report.read_text()  # its validation curve is drawn
+
+
+def test_hyperband_stops_a_poor_program_run_with_sigterm(in_tmp: Path) -> None:
+    body = {**IGNITE_SWEEP, "method": "grid",
+            "parameters": {"lr": {"values": [0.5, 0.4, 1e-7]}, "epochs": {"value": 4}}}  # fmt: skip
+    sweep_id = create(program_sweep(in_tmp, body))
+    result = cli("agent", sweep_id)
+    assert result.returncode == 0, result.stderr
+    runs = store_runs(sweep_id)
+    assert [r["state"] for r in runs] == ["finished", "finished", "stopped"], [(r["state"], r["error"]) for r in runs]
+    poor = runs[2]
+    assert len(poor["history"]) < 4 and poor["summary"]["stopped_by"] == "sweep"
+    assert poor["summary"]["exit_code"] == -signal.SIGTERM  # stopped by the SIGTERM, no SIGKILL needed
+    assert poor["error"] is None
+
+
+def test_args_no_hyphens_and_nested_parameters_reach_wandb_config(in_tmp: Path) -> None:
+    (in_tmp / "show.py").write_text(
+        "import json, os, sys\nimport wandb\n"
+        "run = wandb.init()\n"
+        "json.dump({'argv': sys.argv[1:], 'config': dict(run.config), 'id': run.id, 'group': run.group,\n"
+        "           'python': sys.executable, 'param_path': os.environ['WANDB_SWEEP_PARAM_PATH']},\n"
+        "          open(f'seen-{run.id}.json', 'w'))\n"
+        "run.log({'score': run.config['optimizer']['lr'] * 10})\n"
+        "run.finish()\n"
+    )
+    body = {"program": "show.py", "method": "grid", "metric": {"name": "score", "goal": "maximize"},
+            "command": ["${env}", "${interpreter}", "${program}", "--", "${args_no_hyphens}"],
+            "parameters": {"epochs": {"value": 2},
+                           "optimizer": {"parameters": {"name": {"values": ["adam"]}, "lr": {"values": [0.1, 0.2]}}}}}
+    sweep_id = create(program_sweep(in_tmp, body))
+    result = cli("agent", sweep_id)
+    assert result.returncode == 0, result.stderr
+    runs = store_runs(sweep_id)
+    assert [r["state"] for r in runs] == ["finished", "finished"], [(r["state"], r["error"]) for r in runs]
+    for run in runs:
+        seen = json.loads((in_tmp / f"seen-{run['id']}.json").read_text())
+        assert seen["id"] == run["id"] and seen["group"]  # WANDB_RUN_ID; grouped by sweep
+        assert seen["config"] == run["config"] and seen["config"]["optimizer"]["name"] == "adam"
+        assert seen["argv"][0] == "--" and "epochs=2" in seen["argv"]
+        assert f"optimizer={run['config']['optimizer']}" in seen["argv"]  # as wandb agent formats it: str(dict)
+        assert Path(seen["python"]).parent == Path(sys.executable).parent  # the agent's own environment
+        params = yaml.safe_load(Path(seen["param_path"]).read_text())
+        assert params["optimizer"] == {"value": run["config"]["optimizer"]}
+        assert run["summary"]["score"] == pytest.approx(run["config"]["optimizer"]["lr"] * 10)
+    assert sorted(r["config"]["optimizer"]["lr"] for r in runs) == [0.1, 0.2]
+
+
+def test_a_program_that_ignores_sigterm_is_killed_after_the_kill_delay(in_tmp: Path) -> None:
+    (in_tmp / "stubborn.py").write_text(
+        "import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "open('started', 'w').close()\ntime.sleep(300)\n"
+    )
+    body = {"program": "stubborn.py", "method": "grid", "parameters": {"x": {"values": [1]}}}
+    sweep_id = create(program_sweep(in_tmp, body))
+    agent = start_agent(sweep_id, "--kill-delay", "2")
+    wait_for(lambda: (in_tmp / "started").exists(), what="the program to start")
+    cancelled = time.monotonic()
+    assert cli("cancel", sweep_id).returncode == 0  # running runs stop now
+    agent.communicate(timeout=60)
+    took = time.monotonic() - cancelled
+    (run,) = store_runs(sweep_id)
+    assert run["state"] == "stopped" and "kill-delay" in run["error"]
+    assert run["summary"]["exit_code"] == -signal.SIGKILL
+    assert 2 <= took < 20
+
+
+def test_a_program_that_exits_1_is_failed_with_its_last_stderr_line(in_tmp: Path) -> None:
+    (in_tmp / "bad.py").write_text(
+        "import sys\nprint('loading data', file=sys.stderr)\nsys.exit('ValueError: lr must be positive')\n"
+    )
+    body = {"program": "bad.py", "method": "grid", "parameters": {"lr": {"values": [-1]}}}
+    sweep_id = create(program_sweep(in_tmp, body))
+    result = cli("agent", sweep_id)
+    (run,) = store_runs(sweep_id)
+    assert run["state"] == "failed" and run["error"] == "ValueError: lr must be positive"
+    assert "ValueError: lr must be positive" in result.stderr  # the program's stderr passes through
+
+
+def test_a_shell_script_without_wandb_runs_and_finishes_with_no_metric(in_tmp: Path) -> None:
+    (in_tmp / "train.sh").write_text('#!/bin/sh\necho "$@" >> args.txt\n')
+    body = {"method": "bayes", "metric": {"name": "loss", "goal": "minimize"},
+            "command": ["sh", "train.sh", "${args}"], "parameters": {"x": {"min": 0.0, "max": 1.0}}}
+    sweep_id = create(program_sweep(in_tmp, body))
+    result = cli("agent", sweep_id, "--count", "3")
+    assert result.returncode == 0, result.stderr
+    runs = store_runs(sweep_id)
+    assert [r["state"] for r in runs] == ["finished"] * 3 and all("loss" not in r["summary"] for r in runs)
+    lines = (in_tmp / "args.txt").read_text().splitlines()
+    assert [line.split("=")[0] for line in lines] == ["--x"] * 3  # bayes went on without a metric, as W&B's does
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (None, ["/usr/bin/env", "python", "train.py", "--lr=0.1", "--flag=True", "--name=a"]),
+        (["${env}", "${interpreter}", "${program}", "${args_no_boolean_flags}"],
+         ["/usr/bin/env", "python", "train.py", "--lr=0.1", "--flag", "--name=a"]),
+        (["python", "${program}", "${args_json}"], ["python", "train.py", '{"lr": 0.1, "flag": true, "name": "a"}']),
+        (["python", "${program}", "${args_no_equals}", "${unknown}"],
+         ["python", "train.py", "--lr", "0.1", "--flag", "True", "--name", "a"]),
+        (["hydra.py", "${args_override_hydra}", "x=${envvar:IGNITE_SWEEP_TEST_VAR}"],
+         ["hydra.py", "++lr=0.1", "++flag=True", "++name=a", "x=from-env"]),
+    ],
+)
+def test_command_macros_expand_as_wandb_agent_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   command: list[str] | None, expected: list[str]) -> None:  # fmt: skip
+    monkeypatch.setenv("IGNITE_SWEEP_TEST_VAR", "from-env")
+    config = {"program": "train.py", **({"command": command} if command else {})}
+    argv, env = build_command(config, "r1", {"lr": 0.1, "flag": True, "name": "a"}, "sw1", str(tmp_path))
+    assert argv == expected
+    assert env["WANDB_RUN_ID"] == "r1" and env["WANDB_DIR"] == str(tmp_path)
+    assert env["WANDB_SWEEP_PARAM_PATH"] == str(tmp_path / "wandb" / "sweep-sw1" / "config-r1.yaml")
+
+
+def test_args_json_file_is_written_where_wandb_agent_writes_it(tmp_path: Path) -> None:
+    config = {"program": "p.py", "command": ["python", "${program}", "--config", "${args_json_file}"]}
+    argv, _ = build_command(config, "r2", {"a": 1}, "sw1", str(tmp_path))
+    path = tmp_path / "wandb" / "sweep-sw1" / "config-r2.json"
+    assert argv == ["python", "p.py", "--config", str(path)] and json.loads(path.read_text()) == {"a": 1}
+
+
+def test_create_accepts_a_public_style_program_sweep_with_the_programs_own_names(in_tmp: Path) -> None:
+    body = {"program": "ignite_digits.py", "method": "random", "metric": {"name": "val_loss", "goal": "minimize"},
+            "parameters": {"learning_rate": {"min": 0.0001, "max": 0.1, "distribution": "log_uniform"},
+                           "model_config": {"parameters": {"depth": {"values": [2, 4]}}},
+                           "train.trainer.optimizer.lr": {"values": [0.1]}}}  # fmt: skip
+    result = cli("create", str(program_sweep(in_tmp, body)), "--backend", "local")
+    assert result.returncode == 0, result.stderr
+    assert "created random sweep of ignite_digits.py over learning_rate, model_config" in result.stdout
+    assert "log_uniform" in result.stderr and "warning" in result.stderr  # deprecated: accepted with W&B's warning
