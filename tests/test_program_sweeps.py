@@ -196,3 +196,41 @@ def test_create_accepts_a_public_style_program_sweep_with_the_programs_own_names
     assert result.returncode == 0, result.stderr
     assert "created random sweep of ignite_digits.py over learning_rate, model_config" in result.stdout
     assert "log_uniform" in result.stderr and "warning" in result.stderr  # deprecated: accepted with W&B's warning
+
+
+SHOW = (
+    "import json, os, sys\nimport wandb\n"
+    "run = wandb.init()\n"
+    "json.dump({'argv': sys.argv[1:], 'config': dict(run.config)}, open(f'seen-{run.id}.json', 'w'))\n"
+    "run.log({'score': run.config['lr'] * 10})\n"
+    "run.finish()\n"
+)
+
+
+def test_the_w_and_b_backend_runs_a_program_sweep_as_wandb_agent_and_the_local_one_matches_it(
+    in_tmp: Path, wandb_standin: Any
+) -> None:
+    """The same program sweep on both backends: W&B's own CLI agent logic (on the stand-in) and the local agent
+    hand the program the same command line and the same wandb.config."""
+    (in_tmp / "show.py").write_text(SHOW)
+    body = {"program": "show.py", "method": "grid", "metric": {"name": "score", "goal": "maximize"},
+            "command": ["${env}", "${interpreter}", "${program}", "${args_no_boolean_flags}", "--json",
+                        "${args_json}"],
+            "parameters": {"lr": {"values": [0.1]}, "amp": {"value": True}, "tag": {"value": "a b"},
+                           "opt": {"parameters": {"name": {"value": "sgd"}}}}}  # fmt: skip
+    path = program_sweep(in_tmp, body)
+    seen = {}
+    for backend in ("wandb", "local"):
+        created = cli("create", str(path), "--backend", backend, "--project", "digits")
+        assert created.returncode == 0, created.stderr
+        sweep_id = created.stdout.strip().splitlines()[-1]
+        result = cli("agent", sweep_id)
+        assert result.returncode == 0, result.stderr
+        (record,) = json.loads(cli("status", sweep_id, "--json").stdout)["runs"]
+        assert record["state"] == "finished" and record["summary"]["score"] == pytest.approx(1.0), record
+        seen[backend] = json.loads((in_tmp / f"seen-{record['id']}.json").read_text())
+    assert seen["wandb"] == seen["local"]
+    argv = seen["local"]["argv"]
+    assert sorted(argv[:4]) == ["--amp", "--lr=0.1", "--opt={'name': 'sgd'}", "--tag=a b"] and argv[4] == "--json"
+    assert json.loads(argv[5]) == {"amp": True, "lr": 0.1, "opt": {"name": "sgd"}, "tag": "a b"}
+    assert seen["local"]["config"] == {"amp": True, "lr": 0.1, "opt": {"name": "sgd"}, "tag": "a b"}

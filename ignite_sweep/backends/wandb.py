@@ -229,8 +229,13 @@ class WandbBackend(Backend):
                   slot: str | None = None, echo: Callable[[str], None] | None = None) -> AgentResult:  # fmt: skip
         entity, project, sid = split_id(sweep_id)
         preflight()
-        self._api_sweep(sweep_id)  # an unknown sweep is one line here, not the agent's retries
+        api_sweep = self._api_sweep(sweep_id)  # an unknown sweep is one line here, not the agent's retries
         import wandb
+
+        from ignite_sweep.sweepfile import is_program_sweep
+
+        if is_program_sweep(dict(api_sweep.config)):
+            return self._run_program_agent(entity, project, sid, count, max_consecutive_failures)
 
         from ignite_sweep.execution.process import Interrupts, run_in_child, warm_up
 
@@ -271,6 +276,31 @@ class WandbBackend(Backend):
                 f"in {folder} (`wandb sync <run folder>` uploads one once the server is back)"
             )
         return AgentResult(runs=done["runs"], reason="wandb agent finished")
+
+    def _run_program_agent(self, entity: str, project: str, sid: str, count: int | None,
+                           max_consecutive_failures: int) -> AgentResult:  # fmt: skip
+        """A program sweep: W&B's own CLI agent logic (what ``wandb agent`` runs), in this process, so that a pool
+        slot runs it with its GPU. The program, its macros, its stops (and ``WANDB_AGENT_KILL_DELAY``) are W&B's."""
+        import multiprocessing
+
+        import wandb
+        from wandb import wandb_agent
+
+        heartbeat = os.environ.get("IGNITE_SWEEP_WANDB_HEARTBEAT_S")
+        if heartbeat:  # W&B's CLI agent polls for commands every 5 s; tests shorten it
+            wandb_agent.Agent.POLL_INTERVAL = float(heartbeat)
+        wandb.env.set_entity(entity)
+        wandb.env.set_project(project)
+        os.environ[wandb.env.SWEEP_ID] = sid
+        # ${interpreter} is `python` on PATH: this agent's own Python first, as on the local backend
+        os.environ["PATH"] = os.pathsep.join(p for p in (os.path.dirname(sys.executable), os.environ.get("PATH")) if p)
+        agent = wandb_agent.Agent(wandb.Api(), multiprocessing.Queue(), sweep_id=sid, count=count,
+                                  max_consecutive_failed_runs=max_consecutive_failures)  # fmt: skip
+        try:
+            agent.run()
+        finally:
+            os.environ.pop(wandb.env.SWEEP_ID, None)
+        return AgentResult(runs=int(getattr(agent, "_finished", 0)), reason="wandb agent finished")
 
     def _api_sweep(self, sweep_id: str) -> Any:
         split_id(sweep_id)
