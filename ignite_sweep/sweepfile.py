@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ignite_sweep.errors import ConfigError
+from ignite_sweep.errors import ConfigError, IgniteSweepError
 from ignite_sweep.training.config import LOGGED_METRICS, TrainConfig, unknown_key_message
 
 SWEEP_COMMAND = ["${env}", "${interpreter}", "-m", "ignite_sweep.train", "${args}"]
@@ -72,9 +72,11 @@ def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[st
         raise ConfigError(f"{source}: key 'parameters': needs at least one hyperparameter")
     if is_program_sweep(config):
         return _validate_program_sweep(config, source, warn)
+    taken, takes_any = _user_factory_parameters(parameters, source)
     for name, spec in parameters.items():
-        if name not in _FIELDS:
-            raise ConfigError(f"{source}: {unknown_key_message(str(name), sorted(_FIELDS), what='parameter')}")
+        if name not in _FIELDS and not takes_any and name not in taken:
+            names = sorted(f for f in _FIELDS if f != "factory_args") + sorted(taken)
+            raise ConfigError(f"{source}: {unknown_key_message(str(name), names, what='parameter')}")
         if not isinstance(spec, dict):
             raise ConfigError(
                 f"{source}: key 'parameters.{name}': expected a mapping such as {{value: ...}} or {{values: [...]}}"
@@ -104,6 +106,27 @@ def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[st
     result = dict(config)
     result.setdefault("command", list(SWEEP_COMMAND))
     return result
+
+
+def _user_factory_parameters(parameters: dict[str, Any], source: str) -> tuple[set[str], bool]:
+    """(the parameters the sweep's user model/dataset factories take by name, whether one takes ``**kwargs``)."""
+    from ignite_sweep.training.config import factory_parameters
+
+    taken: set[str] = set()
+    takes_any = False
+    for kind in ("model", "dataset"):
+        spec = parameters.get(kind)
+        spec = spec if isinstance(spec, dict) else {}
+        values = [spec.get("value")] if "value" in spec else list(spec.get("values") or [])
+        for value in values:
+            if isinstance(value, str) and ":" in value:
+                try:
+                    accepts = factory_parameters(value, kind)
+                except IgniteSweepError as exc:
+                    raise ConfigError(f"{source}: key 'parameters.{kind}': {exc}") from None
+                takes_any |= accepts is None
+                taken |= accepts or set()
+    return taken, takes_any
 
 
 def is_program_sweep(config: dict[str, Any]) -> bool:
@@ -189,6 +212,8 @@ def _check_values(config: dict[str, Any]) -> None:
     _check(fixed)
     grid = config["method"] == "grid"
     for name, spec in parameters.items():
+        if name not in _FIELDS:  # a user factory's own: its values are checked in the dry run, with the rest
+            continue
         param = _engine_parameter(name, spec)
         kind = param.type.removeprefix("param_")
         typ = _FIELDS[name].type

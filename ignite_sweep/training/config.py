@@ -58,23 +58,41 @@ class TrainConfig:
     log_interval: int = 10
     data_dir: str = field(default_factory=_default_data_dir)
     download: bool = True
+    factory_args: dict[str, Any] = field(default_factory=dict)
+    """The user's own hyperparameters: keys that are no field above, for a user ``model`` or ``dataset`` factory
+    (``package.module:factory``) whose signature takes them by name (or ``**kwargs``). A W&B nested parameter is
+    one of them, a dict."""
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         """Build and validate from a flat dict; unknown keys and bad values raise ConfigError."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
+        known = {f.name: f for f in dataclasses.fields(cls) if f.name != "factory_args"}
         kwargs: dict[str, Any] = {}
+        extra: dict[str, Any] = dict(values.get("factory_args") or {})
         for raw_key, value in values.items():
             key = str(raw_key).replace("-", "_")
+            if key == "factory_args":
+                continue
             if key not in known:
-                raise ConfigError(unknown_key_message(str(raw_key), known, what="hyperparameter"))
+                extra[str(raw_key)] = value
+                continue
             kwargs[key] = coerce(key, value, known[key].type)
-        cfg = cls(**kwargs)
+        cfg = cls(**kwargs, factory_args=extra)
         cfg.validate()
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Flat, as a sweep and wandb.config hold it: the user's own hyperparameters next to the built-in ones."""
+        values = dataclasses.asdict(self)
+        return {**{k: v for k, v in values.items() if k != "factory_args"}, **self.factory_args}
+
+    def factory_kwargs(self, kind: str) -> dict[str, Any]:
+        """What the ``kind`` ("model" or "dataset") factory gets of the user's own hyperparameters."""
+        spec = self.model if kind == "model" else self.dataset
+        if ":" not in spec or not self.factory_args:
+            return {}
+        accepts = factory_parameters(spec, kind)
+        return {k: v for k, v in self.factory_args.items() if accepts is None or k in accepts}
 
     def validate(self) -> None:
         for key, (check, allowed) in RULES.items():
@@ -89,6 +107,49 @@ class TrainConfig:
             )
         check_registered("dataset", self.dataset)
         check_registered("model", self.model)
+        self._check_factory_args()
+
+    def _check_factory_args(self) -> None:
+        """Each user hyperparameter is taken by a user factory, by name; else one line with a suggestion."""
+        if not self.factory_args:
+            return
+        known = [f.name for f in dataclasses.fields(self) if f.name != "factory_args"]
+        taken: set[str] = set()
+        takes_any = False
+        for kind, spec in (("model", self.model), ("dataset", self.dataset)):
+            if ":" in spec:
+                accepts = factory_parameters(spec, kind)
+                takes_any |= accepts is None
+                taken |= accepts or set()
+        for key in self.factory_args:
+            if not takes_any and key not in taken:
+                names = known + sorted(taken)
+                where = f" (nor a parameter of {' or '.join(s for s in (self.model, self.dataset) if ':' in s)})"
+                raise ConfigError(unknown_key_message(key, names, what="hyperparameter") + (where if taken else ""))
+
+
+def factory_parameters(spec: str, kind: str) -> set[str] | None:
+    """The keyword parameters a user factory takes by name; None when it takes ``**kwargs``. The built-in ones
+    (``in_channels``... for a model, ``data_dir``... for a dataset) are TrainConfig's to pass, not the user's."""
+    import inspect
+
+    from ignite_sweep.training.data import import_factory
+
+    factory = import_factory(spec, kind)
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    builtin = BUILTIN_FACTORY_ARGS[kind]
+    return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in builtin}
+
+
+BUILTIN_FACTORY_ARGS = {
+    "model": ("in_channels", "image_size", "num_classes", "dropout"),
+    "dataset": ("data_dir", "download", "seed"),
+}
 
 
 def check_registered(kind: str, value: str) -> None:

@@ -12,6 +12,8 @@ A value ``package.module:factory`` names a user factory with the same signature;
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,6 +235,8 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 def import_factory(spec: str, kind: str) -> Callable[..., Any]:
     """Import 'package.module:factory'; errors name the hyperparameter."""
     module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` and `python train.py` from here would
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -243,25 +247,30 @@ def import_factory(spec: str, kind: str) -> Callable[..., Any]:
     return factory
 
 
-_CACHE: dict[tuple[str, str, int], Dataset] = {}
+_CACHE: dict[tuple[str, str, int, str], Dataset] = {}
 
 
-def load_dataset(name: str, data_dir: str, download: bool = True, seed: int = 0) -> Dataset:
+def load_dataset(name: str, data_dir: str, download: bool = True, seed: int = 0,
+                 extra: dict[str, Any] | None = None) -> Dataset:  # fmt: skip
     """Build the named (or user) dataset on the CPU; callers move it to the device with ``.to()``.
 
     Results are kept for the life of the process (a run that is started twice in one process, as in
     tests and notebooks, loads once). The agent itself never loads data: it computes nothing before it
     forks a run, so the run's OpenMP thread pool starts clean.
     """
-    key = (name, str(Path(data_dir).expanduser().resolve()), seed if ":" in name else 0)
+    import json
+
+    extra = extra or {}
+    key = (name, str(Path(data_dir).expanduser().resolve()), seed if ":" in name else 0,
+           json.dumps(extra, sort_keys=True, default=str))  # fmt: skip
     if key not in _CACHE:
-        _CACHE[key] = _build(name, data_dir, download, seed)
+        _CACHE[key] = _build(name, data_dir, download, seed, extra)
     return _CACHE[key]
 
 
-def _build(name: str, data_dir: str, download: bool, seed: int) -> Dataset:
+def _build(name: str, data_dir: str, download: bool, seed: int, extra: dict[str, Any]) -> Dataset:
     factory = import_factory(name, "dataset") if ":" in name else DATASETS[name]
-    result = factory(data_dir=data_dir, download=download, seed=seed)
+    result = factory(data_dir=data_dir, download=download, seed=seed, **extra)
     if isinstance(result, Dataset):
         return result
     try:

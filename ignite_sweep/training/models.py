@@ -7,6 +7,7 @@ example. A value ``package.module:factory`` names a user factory with the same k
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,13 +107,15 @@ MODELS: dict[str, Callable[..., nn.Module]] = {"net": Net, "mlp": MLP, "cnn": Sm
 
 
 def build_model(
-    name: str, in_channels: int, image_size: tuple[int, int], num_classes: int, dropout: float
-) -> nn.Module:
+    name: str, in_channels: int, image_size: tuple[int, int], num_classes: int, dropout: float,
+    extra: dict[str, Any] | None = None,
+) -> nn.Module:  # fmt: skip
     from ignite_sweep.errors import ConfigError
     from ignite_sweep.training.data import import_factory
 
     factory = import_factory(name, "model") if ":" in name else MODELS[name]
-    model = factory(in_channels=in_channels, image_size=image_size, num_classes=num_classes, dropout=dropout)
+    model = factory(in_channels=in_channels, image_size=image_size, num_classes=num_classes, dropout=dropout,
+                    **(extra or {}))  # fmt: skip
     if not isinstance(model, nn.Module):
         raise ConfigError(f"hyperparameter 'model': '{name}' returned {type(model).__name__}, not an nn.Module")
     return model

@@ -126,8 +126,9 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
     # Data, model, optimizer
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed).to(device)
-    model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes, cfg.dropout).to(device)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed, cfg.factory_kwargs("dataset")).to(device)
+    model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes, cfg.dropout,
+                        cfg.factory_kwargs("model")).to(device)  # fmt: skip
     optimizer = build_optimizer(cfg, model)
     train_batches = TensorBatches(data.train_x, data.train_y, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_batches = TensorBatches(data.val_x, data.val_y, cfg.val_batch_size, shuffle=False)
