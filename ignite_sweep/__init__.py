@@ -15,10 +15,13 @@ __all__ = [
     "IgniteSweepError",
     "TrainConfig",
     "__version__",
+    "agent",
+    "sweep",
     "train",
 ]
 
 if TYPE_CHECKING:
+    from ignite_sweep.api import agent, sweep
     from ignite_sweep.training.train import train
 
 
@@ -27,4 +30,8 @@ def __getattr__(name: str) -> Any:
         from ignite_sweep.training.train import train
 
         return train
+    if name in ("sweep", "agent"):  # wandb.sweep / wandb.agent's shape, for notebooks
+        from ignite_sweep import api
+
+        return getattr(api, name)
     raise AttributeError(name)

@@ -32,7 +32,8 @@ TAIL = 1e-6
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
-def load_sweep(path: str | os.PathLike[str], warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+def load_sweep(path: str | os.PathLike[str], warn: Callable[[str], None] | None = None,
+               for_function: bool = False) -> dict[str, Any]:  # fmt: skip
     """Read a W&B sweep YAML file and validate it (see ``validate_sweep``)."""
     import yaml
 
@@ -52,13 +53,15 @@ def load_sweep(path: str | os.PathLike[str], warn: Callable[[str], None] | None 
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
-    return validate_sweep(config, str(path), warn=warn)
+    return validate_sweep(config, str(path), warn=warn, for_function=for_function)
 
 
-def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[str], None] | None = None
-                   ) -> dict[str, Any]:  # fmt: skip
+def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[str], None] | None = None,
+                   for_function: bool = False) -> dict[str, Any]:  # fmt: skip
     """Check a sweep config against W&B's schema and TrainConfig, then dry-run the engine on it; returns it
     with a ``command`` added. ``warn`` gets what W&B accepts with a warning (deprecated distributions).
+    ``for_function`` (the Python API's ``sweep``): parameters that are not TrainConfig's make a sweep for a
+    user function, checked as W&B checks them and registered without a command.
 
     Errors are one line: the file, the key, what is allowed.
     """
@@ -72,6 +75,11 @@ def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[st
         raise ConfigError(f"{source}: key 'parameters': needs at least one hyperparameter")
     if is_program_sweep(config):
         return _validate_program_sweep(config, source, warn)
+    if for_function and "command" not in config:  # the built-in trainer's sweep if it is one, else the function's
+        try:
+            return validate_sweep(config, source, warn)
+        except ConfigError:
+            return _validate_program_sweep(config, source, warn, program=False)
     taken, takes_any = _user_factory_parameters(parameters, source)
     for name, spec in parameters.items():
         if name not in _FIELDS and not takes_any and name not in taken:
@@ -138,8 +146,8 @@ def is_program_sweep(config: dict[str, Any]) -> bool:
     return config.get("program") is not None
 
 
-def _validate_program_sweep(config: dict[str, Any], source: str, warn: Callable[[str], None] | None
-                            ) -> dict[str, Any]:  # fmt: skip
+def _validate_program_sweep(config: dict[str, Any], source: str, warn: Callable[[str], None] | None,
+                            program: bool = True) -> dict[str, Any]:  # fmt: skip
     """W&B's schema and the engine's dry run; names and values are the program's, so nothing more to check."""
     from ignite_sweep.sweep_schema import schema_problems
 
@@ -152,7 +160,7 @@ def _validate_program_sweep(config: dict[str, Any], source: str, warn: Callable[
     if command is not None and (not isinstance(command, list) or not command):
         raise ConfigError(f"{source}: key 'command': expected a list such as "
                           "[${env}, ${interpreter}, ${program}, ${args}]")  # fmt: skip
-    uses_program = command is None or "${program}" in [str(c) for c in command]
+    uses_program = program and (command is None or "${program}" in [str(c) for c in command])
     if uses_program and not config.get("program"):
         raise ConfigError(f"{source}: key 'program': the command runs ${{program}}; name the script to run")
     if uses_program and not Path(str(config["program"])).exists():

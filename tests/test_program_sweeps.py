@@ -6,8 +6,10 @@ logs with Ignite's WandBLogger (offline), and knows nothing of ignite-sweep."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -234,3 +236,48 @@ def test_the_w_and_b_backend_runs_a_program_sweep_as_wandb_agent_and_the_local_o
     assert sorted(argv[:4]) == ["--amp", "--lr=0.1", "--opt={'name': 'sgd'}", "--tag=a b"] and argv[4] == "--json"
     assert json.loads(argv[5]) == {"amp": True, "lr": 0.1, "opt": {"name": "sgd"}, "tag": "a b"}
     assert seen["local"]["config"] == {"amp": True, "lr": 0.1, "opt": {"name": "sgd"}, "tag": "a b"}
+
+
+NOTEBOOK = '''
+import json, os, sys, time
+import ignite_sweep
+import wandb
+
+def train():
+    run = wandb.init()
+    for epoch in range(1, run.config["epochs"] + 1):
+        run.log({"epoch": epoch, "acc": run.config["lr"] * epoch})
+        time.sleep(float(os.environ.get("SLOW", "0")))
+    run.finish()
+
+config = {"method": "grid", "metric": {"name": "acc", "goal": "maximize"},
+          "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2},
+          "parameters": {"lr": {"values": [0.3, 0.2, 0.0001]}, "epochs": {"value": 4}}}
+sweep_id = ignite_sweep.sweep(config, backend="local")
+result = ignite_sweep.agent(sweep_id, function=train)
+print(json.dumps({"sweep_id": sweep_id, "runs": result.runs}))
+'''
+
+
+def test_the_python_api_runs_a_notebook_style_function_with_live_metrics_and_stops(in_tmp: Path) -> None:
+    """ignite_sweep.sweep(config) + ignite_sweep.agent(id, function=fn), as one would call wandb's: the
+    function's own parameters; each run forked, its wandb.log reaching the sweep live (hyperband stops the
+    poor one by SIGTERM)."""
+    (in_tmp / "notebook.py").write_text(NOTEBOOK)
+    result = subprocess.run([sys.executable, "notebook.py"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "SLOW": "0.5"})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["runs"] == 3
+    runs = store_runs(out["sweep_id"])
+    assert [r["state"] for r in runs] == ["finished", "finished", "stopped"], [(r["state"], r["error"]) for r in runs]
+    assert [h["acc"] for h in runs[0]["history"]] == pytest.approx([0.3, 0.6, 0.9, 1.2])
+    assert runs[0]["summary"]["acc"] == pytest.approx(1.2) and len(runs[2]["history"]) < 4
+
+
+def test_a_function_sweep_run_without_its_function_is_one_clear_line(in_tmp: Path) -> None:
+    import ignite_sweep
+
+    sweep_id = ignite_sweep.sweep({"method": "grid", "parameters": {"hidden": {"values": [1]}}}, backend="local")
+    result = cli("agent", sweep_id)
+    assert result.returncode == 1 and "made for a function" in result.stderr and "Traceback" not in result.stderr

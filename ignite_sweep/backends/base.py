@@ -110,7 +110,8 @@ class Backend(ABC):
 
     @abstractmethod
     def run_agent(self, sweep_id: str, count: int | None = None, max_consecutive_failures: int = 5,
-                  slot: str | None = None) -> AgentResult: ...  # fmt: skip
+                  slot: str | None = None, echo: Callable[[str], None] | None = None,
+                  function: Callable[[], Any] | None = None) -> AgentResult: ...  # fmt: skip
 
     @abstractmethod
     def sweep(self, sweep_id: str) -> SweepRecord: ...

@@ -8,6 +8,7 @@ sweep's name.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import secrets
@@ -241,7 +242,10 @@ class LocalBackend(Backend):
     # -- the agent
 
     def run_agent(self, sweep_id: str, count: int | None = None, max_consecutive_failures: int = 5,
-                  slot: str | None = None, echo: Callable[[str], None] | None = None) -> AgentResult:  # fmt: skip
+                  slot: str | None = None, echo: Callable[[str], None] | None = None,
+                  function: Callable[[], Any] | None = None) -> AgentResult:  # fmt: skip
+        """Run the sweep's runs: the built-in trainer, the sweep's program, or ``function`` (what one would hand
+        ``wandb.agent``: it calls ``wandb.init()`` and reads ``wandb.config``), each in its own process."""
         say = echo or (lambda line: print(line, file=sys.stderr))
         slot = slot or os.environ.get("IGNITE_SWEEP_SLOT")
         gpu = os.environ.get("IGNITE_SWEEP_GPU")
@@ -249,9 +253,17 @@ class LocalBackend(Backend):
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_SILENT", "true")  # the agent prints one line per run instead
         program = is_program_sweep(sweep.config)
+        if function is None and not program and "command" not in sweep.config:
+            raise BackendError(
+                f"sweep '{sweep_id}' was made for a function (its parameters are its own): "
+                "run it with ignite_sweep.agent(sweep_id, function=...), or give it a program"
+            )
         if not program:  # a program imports what it needs itself: no torch in the agent
             warm_up("sweeps")
-        trial = self._program_trial if program else self._trial
+        if function is not None:
+            trial: Callable[..., int] = functools.partial(self._program_trial, function=function)
+        else:
+            trial = self._program_trial if program else self._trial
         interrupts = Interrupts()
         states: dict[str, int] = {}
         done, failures, reason, waiting = 0, 0, "", False
@@ -375,16 +387,20 @@ class LocalBackend(Backend):
             store.end_run(run_id, "stopped" if status == "stopped" else "finished", summary)
         return _finish(starting, 0)
 
-    def _program_trial(self, sweep: SweepRecord, run: dict[str, Any], agent_interrupted: Callable[[], bool]) -> int:
-        """In the forked child: run the sweep's program as ``wandb agent`` would, feed what it logs to the sweep
-        while it trains (hyperband, target, the live view), stop it when the sweep says so, record how it ended."""
+    def _program_trial(self, sweep: SweepRecord, run: dict[str, Any], agent_interrupted: Callable[[], bool],
+                       function: Callable[[], Any] | None = None) -> int:  # fmt: skip
+        """In the forked child: run the sweep's program as ``wandb agent`` would (or ``function``, forked, as
+        ``wandb.agent`` would call it), feed what it logs to the sweep while it trains (hyperband, target, the
+        live view), stop it when the sweep says so, record how it ended."""
         from ignite_sweep.execution.program import (
             ProgramRun,
             build_command,
             final_metrics,
             find_run_file,
+            function_env,
             numbers,
             program_env,
+            run_environment,
             sweep_folder,
         )
 
@@ -398,11 +414,17 @@ class LocalBackend(Backend):
         metric = sweep.metric
         started = time.time()
         try:
-            argv, run_env = build_command(sweep.config, run_id, run["config"], sid, os.path.abspath(wandb_dir))
+            folder = os.path.abspath(wandb_dir)
+            if function is None:
+                argv, run_env = build_command(sweep.config, run_id, run["config"], sid, folder)
+            else:
+                argv, run_env = None, run_environment(run_id, run["config"], sid, folder)
             run_env.update(WANDB_PROJECT=self._project(sweep), WANDB_RUN_GROUP=sweep.name,
                            WANDB_JOB_TYPE="sweep-run", WANDB_TAGS=f"local-sweep-{sid}")  # fmt: skip
-            metrics_path = sweep_folder(os.path.abspath(wandb_dir), sid) / f"metrics-{run_id}.jsonl"
-            program = ProgramRun(argv, program_env(dict(os.environ), run_env, metrics_path), metrics_path).start()
+            metrics_path = sweep_folder(folder, sid) / f"metrics-{run_id}.jsonl"
+            make_env = program_env if function is None else function_env
+            program = ProgramRun(argv, make_env(dict(os.environ), run_env, metrics_path), metrics_path,
+                                 function=function).start()  # fmt: skip
         except (OSError, ValueError, KeyError) as exc:
             store.end_run(run_id, "failed", error=f"cannot start the program: {exc}")
             return 0

@@ -226,7 +226,8 @@ class WandbBackend(Backend):
         return f"{entity}/{project}/{sweep}"
 
     def run_agent(self, sweep_id: str, count: int | None = None, max_consecutive_failures: int = 5,
-                  slot: str | None = None, echo: Callable[[str], None] | None = None) -> AgentResult:  # fmt: skip
+                  slot: str | None = None, echo: Callable[[str], None] | None = None,
+                  function: Callable[[], Any] | None = None) -> AgentResult:  # fmt: skip
         entity, project, sid = split_id(sweep_id)
         preflight()
         api_sweep = self._api_sweep(sweep_id)  # an unknown sweep is one line here, not the agent's retries
@@ -234,6 +235,15 @@ class WandbBackend(Backend):
 
         from ignite_sweep.sweepfile import is_program_sweep
 
+        if function is not None:  # the Python API: exactly wandb.agent
+            calls = {"runs": 0}
+
+            def counted() -> None:
+                calls["runs"] += 1
+                function()
+
+            wandb.agent(sid, function=counted, entity=entity, project=project, count=count)
+            return AgentResult(runs=calls["runs"], reason="wandb agent finished")
         if is_program_sweep(dict(api_sweep.config)):
             return self._run_program_agent(entity, project, sid, count, max_consecutive_failures)
 

@@ -62,16 +62,14 @@ def build_command(
 ) -> tuple[list[str], dict[str, str]]:
     """(argv, the environment variables W&B's agent sets for this run); writes the run's parameter file(s)."""
     from wandb.sdk.launch.sweeps import utils as sweep_utils
-    from wandb.sdk.lib import config_util
 
     template = config.get("command")
     template = [str(c) for c in template] if isinstance(template, list) and template else list(DEFAULT_COMMAND)
     template = sweep_utils.create_sweep_command(template)  # ${envvar:NAME}; it edits the list it is given
-    folder = sweep_folder(wandb_dir, sweep_id)
-    param_path, json_path = folder / f"config-{run_id}.yaml", folder / f"config-{run_id}.json"
+    json_path = sweep_folder(wandb_dir, sweep_id) / f"config-{run_id}.json"
     run_command = {"type": "run", "run_id": run_id, "program": config.get("program"),
                    "args": {name: {"value": value} for name, value in params.items()}}  # fmt: skip
-    config_util.save_config_file_from_dict(str(param_path), run_command["args"])
+    env = run_environment(run_id, params, sweep_id, wandb_dir)
     macros: dict[str, Any] = sweep_utils.create_sweep_command_args(run_command)
     macros.pop("args_dict", None)  # W&B would splice a dict's keys into the command; nobody means that
     macros.update(env=["/usr/bin/env"], interpreter=["python"], args_json_file=[str(json_path)],
@@ -84,8 +82,17 @@ def build_command(
             argv += [str(v) for v in macros.get(item[2:-1]) or []]
         else:
             argv.append(item)
-    env = {"WANDB_RUN_ID": run_id, "WANDB_SWEEP_PARAM_PATH": str(param_path), "WANDB_DIR": str(wandb_dir)}
     return argv, env
+
+
+def run_environment(run_id: str, params: dict[str, Any], sweep_id: str, wandb_dir: str) -> dict[str, str]:
+    """W&B's run variables, and the parameter file ``WANDB_SWEEP_PARAM_PATH`` names (written by wandb's own
+    ``config_util``, as W&B's agent writes it): ``wandb.init()`` then gives ``wandb.config`` the run's values."""
+    from wandb.sdk.lib import config_util
+
+    param_path = sweep_folder(wandb_dir, sweep_id) / f"config-{run_id}.yaml"
+    config_util.save_config_file_from_dict(str(param_path), {k: {"value": v} for k, v in params.items()})
+    return {"WANDB_RUN_ID": run_id, "WANDB_SWEEP_PARAM_PATH": str(param_path), "WANDB_DIR": str(wandb_dir)}
 
 
 def program_env(base: dict[str, str], run_env: dict[str, str], metrics_path: Path) -> dict[str, str]:
@@ -137,14 +144,84 @@ def _stderr_pair() -> tuple[int, int]:
     return os.pipe()
 
 
-class ProgramRun:
-    """One run of a program: start, the metrics it logs as they arrive, stop (SIGTERM, SIGKILL after a delay),
-    wait. Its stderr passes through unchanged; the last line of it is kept for the run's error."""
+def function_env(base: dict[str, str], run_env: dict[str, str], metrics_path: Path) -> dict[str, str]:
+    """A user function's environment: the agent's (its wandb service included) and W&B's run variables."""
+    env = {**base, **run_env}
+    env.pop("IGNITE_SWEEP_EVENTS", None)
+    env["IGNITE_SWEEP_METRICS_FILE"] = str(metrics_path)
+    return env
 
-    def __init__(self, argv: list[str], env: dict[str, str], metrics_path: Path, delay_s: float | None = None):
-        self.argv, self.env, self.metrics_path = argv, env, metrics_path
+
+class _ForkedFunction:
+    """A user function (what one hands ``wandb.agent``) in a forked process, answering as a ``Popen`` does."""
+
+    def __init__(self, function: Callable[[], Any], env: dict[str, str], stderr_fd: int, read_fd: int):
+        before_exec = _new_group_dying_with_parent()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the run
+            code = 1
+            try:
+                before_exec()
+                os.close(read_fd)
+                os.dup2(stderr_fd, 2)
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.environ.clear()
+                os.environ.update(env)
+                _load_hook().install_in_process(env["IGNITE_SWEEP_METRICS_FILE"])
+                function()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if not isinstance(exc.code, (int, type(None))):
+                    print(exc.code, file=sys.stderr)
+            except BaseException:  # noqa: BLE001 - its traceback's last line becomes the run's error
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+
+def _load_hook() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ignite_sweep_live_hook", LIVE_DIR / "sitecustomize.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class ProgramRun:
+    """One run of a program (or of a user function, forked): start, the metrics it logs as they arrive, stop
+    (SIGTERM, SIGKILL after a delay), wait. Its stderr passes through unchanged; the last line of it is kept for
+    the run's error."""
+
+    def __init__(self, argv: list[str] | None, env: dict[str, str], metrics_path: Path, delay_s: float | None = None,
+                 function: Callable[[], Any] | None = None):  # fmt: skip
+        self.argv, self.env, self.metrics_path, self.function = argv, env, metrics_path, function
         self.delay_s = kill_delay() if delay_s is None else delay_s
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Any = None
         self.stop_sent: float | None = None
         self.killed = False
         self._offset = 0
@@ -157,15 +234,18 @@ class ProgramRun:
         self.metrics_path.write_bytes(b"")
         read_fd, write_fd = _stderr_pair()
         try:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.PIPE, stderr=write_fd,
-                                         preexec_fn=_new_group_dying_with_parent())  # fmt: skip
+            if self.function is not None:
+                self.proc = _ForkedFunction(self.function, self.env, write_fd, read_fd)
+            else:
+                self.proc = subprocess.Popen(self.argv or [], env=self.env, stdin=subprocess.PIPE, stderr=write_fd,
+                                             preexec_fn=_new_group_dying_with_parent())  # fmt: skip
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()  # as W&B's agent: a read gets EOF, not a stop of a background process group
         except BaseException:
             os.close(read_fd)
             raise
         finally:
             os.close(write_fd)
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()  # as W&B's agent: a read gets EOF instead of stopping a background process group
         self._tee = threading.Thread(target=self._pass_stderr, args=(read_fd,), daemon=True,
                                      name="ignite-sweep-program-stderr")  # fmt: skip
         self._tee.start()

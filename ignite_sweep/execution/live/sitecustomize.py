@@ -108,9 +108,19 @@ def _chain():
         spec.loader.exec_module(module)
 
 
-if os.environ.get("IGNITE_SWEEP_METRICS_FILE"):
-    try:
-        _install(os.environ["IGNITE_SWEEP_METRICS_FILE"])
-    except Exception:  # noqa: BLE001
-        pass
-_chain()
+def install_in_process(path):
+    """For a user function forked from the agent: wandb may be imported already, so wrap ``Run.log`` now."""
+    module = sys.modules.get("wandb.sdk.wandb_run")
+    if module is not None:
+        _patch(module, path)
+    else:
+        _install(path)
+
+
+if __name__ == "sitecustomize":  # Python's start-up import, not the agent loading this file for a function
+    if os.environ.get("IGNITE_SWEEP_METRICS_FILE"):
+        try:
+            _install(os.environ["IGNITE_SWEEP_METRICS_FILE"])
+        except Exception:  # noqa: BLE001
+            pass
+    _chain()
