@@ -6,14 +6,23 @@ the sweep engine's suggestion, forking the child, loading the data, building the
 (offline), the checkpoint artifact and recording the result. The W&B backend runs against the local W&B API
 stand-in of the tests (the real SDK and agent protocol, no network): once with W&B's own 5 s heartbeat and once
 with 0.2 s, the same sweep side by side with the local backend. Last line: JSON with per_run_overhead_s for each.
+With ``--kind program`` the sweep runs a trivial program of the user's own (``wandb.init``, one ``wandb.log``,
+``finish``) as ``wandb agent`` would; its overhead is (wall - runs x the program run alone) / runs, the program run
+alone being measured in the same invocation (``program_alone_s``).
 Usage: python benchmarks/overhead.py [--runs 20] [--method grid|random|bayes] [--backend local|wandb|both]
+                                     [--kind builtin|program]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 from local_sweep import run_sweep
 
@@ -23,7 +32,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--method", default="random", choices=["grid", "random", "bayes"])
     parser.add_argument("--backend", default="local", choices=["local", "wandb", "both"])
+    parser.add_argument("--kind", default="builtin", choices=["builtin", "program"])
     args = parser.parse_args()
+    if args.kind == "program":
+        program_overhead(args.runs, args.method)
+        return
     lr: dict = {"values": [round(0.01 + 0.001 * i, 4) for i in range(args.runs)]}
     if args.method != "grid":
         lr = {"distribution": "log_uniform_values", "min": 0.005, "max": 0.05}
@@ -54,6 +67,34 @@ def main() -> None:
         result[name] = {"runs": n, "wall_s": round(wall, 2), "in_run_s": round(inside, 2),
                         "per_run_overhead_s": round((wall - inside) / n, 3)}  # fmt: skip
     print(json.dumps(result if len(result) > 1 else next(iter(result.values()))))
+
+
+TRIVIAL = "import wandb\nrun = wandb.init()\nrun.log({'score': run.config['x']})\nrun.finish()\n"
+
+
+def program_overhead(runs: int, method: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        program = Path(tmp) / "trivial.py"
+        program.write_text(TRIVIAL)
+        x: dict = {"values": list(range(runs))} if method == "grid" else {"min": 0.0, "max": 1.0}
+        sweep = {"program": str(program), "method": method, "metric": {"name": "score", "goal": "maximize"},
+                 "run_cap": runs, "parameters": {"x": x}}  # fmt: skip
+        wall, status = run_sweep(sweep)
+        env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": tmp,
+               "WANDB_SWEEP_PARAM_PATH": str(Path(tmp) / "p.yaml")}  # fmt: skip
+        (Path(tmp) / "p.yaml").write_text("wandb_version: 1\n\nx:\n  value: 1\n")
+        alone = []
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, str(program)], env=env, check=True, capture_output=True)
+            alone.append(time.perf_counter() - start)
+    n = len(status["runs"])
+    per_alone = sorted(alone)[1]
+    print(f"program: {n} runs ({method}), states {sorted({r['state'] for r in status['runs']})}: wall {wall:.1f}s; "
+          f"the program alone {per_alone:.2f}s (python start, wandb init/log/finish)", file=sys.stderr)  # fmt: skip
+    print(json.dumps({"runs": n, "wall_s": round(wall, 2), "program_alone_s": round(per_alone, 3),
+                      "per_run_wall_s": round(wall / n, 3),
+                      "per_run_overhead_s": round((wall - n * per_alone) / n, 3)}))  # fmt: skip
 
 
 if __name__ == "__main__":

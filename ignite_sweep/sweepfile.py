@@ -80,7 +80,8 @@ def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[st
             return validate_sweep(config, source, warn)
         except ConfigError:
             return _validate_program_sweep(config, source, warn, program=False)
-    taken, takes_any = _user_factory_parameters(parameters, source)
+    own = [str(n) for n in parameters if n not in _FIELDS]  # a user factory's, else unknown
+    taken, takes_any = _user_factory_parameters(parameters, source) if own else (set(), False)
     for name, spec in parameters.items():
         if name not in _FIELDS and not takes_any and name not in taken:
             names = sorted(f for f in _FIELDS if f != "factory_args") + sorted(taken)

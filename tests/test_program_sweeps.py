@@ -21,7 +21,7 @@ from sweep_helpers import cli, create, start_agent, store_runs, wait_for
 
 from ignite_sweep.execution.program import build_command
 
-PROGRAMS = Path(__file__).parent / "programs"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own-script"
 
 
 def program_sweep(folder: Path, body: dict[str, Any], name: str = "sweep.yaml") -> Path:
@@ -34,7 +34,7 @@ def program_sweep(folder: Path, body: dict[str, Any], name: str = "sweep.yaml") 
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Agents run programs from the folder they start in, as wandb agent does: the test's folder."""
     monkeypatch.chdir(tmp_path)
-    shutil.copy(PROGRAMS / "ignite_digits.py", tmp_path)
+    shutil.copy(EXAMPLE / "train.py", tmp_path / "ignite_digits.py")
     return tmp_path
 
 

@@ -57,3 +57,22 @@ def test_a_program_sweep_in_a_terminal_gives_the_program_a_terminal(offline_wand
     code, screen = run_in_pty([*IGNITE_SWEEP, "run", str(sweep), "--backend", "local"])
     assert "stderr is a tty: True" in screen, screen
     assert "failed: RuntimeError: out of patience" in screen, screen
+
+
+def test_the_own_script_example_runs_as_the_readme_says_in_a_terminal(tmp_path: Path) -> None:
+    """README, "Sweep your own script": examples/own-script run from its folder with the console script."""
+    import shutil
+
+    folder = tmp_path / "own-script"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "examples" / "own-script", folder)
+    script = Path(sys.executable).parent / "ignite-sweep"
+    command = [str(script)] if script.exists() else IGNITE_SWEEP
+    code, screen = run_in_pty(["sh", "-c", f"cd {folder} && {' '.join(command)} run sweep.yaml --backend local "
+                               "--count 2"])  # fmt: skip
+    assert code == 0, screen
+    assert "created bayes sweep of train.py over lr, hidden, epochs" in screen, screen
+    assert "Traceback" not in screen and "epoch 4: accuracy" in screen, screen  # the script's own output
+    sweep_id = [line for line in screen.splitlines() if line.startswith("local/")][-1].strip()
+    status = json.loads(cli("status", sweep_id, "--json", cwd=folder).stdout)
+    assert [r["state"] for r in status["runs"]] == ["finished", "finished"], status
+    assert all(r["summary"]["validation/accuracy"] > 0 for r in status["runs"])

@@ -1,4 +1,4 @@
-"""A user's own training script, written as W&B's Ignite docs show (argparse, Ignite's WandBLogger), on the
+"""Your own training script, written as W&B's Ignite docs show (argparse, Ignite's WandBLogger), on the
 digits that scikit-learn ships. Knows nothing of ignite-sweep. ``--sleep`` slows each epoch (to stop it mid-run)."""
 
 import argparse
