@@ -93,3 +93,20 @@ def test_train_from_the_command_line_with_a_user_parameter(user_models: Path) ->
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads((user_models / "built.jsonl").read_text().splitlines()[-1])["width"] == 24
+
+
+def test_a_user_loss_trains_the_model_and_is_the_evaluators_loss(user_models: Path) -> None:
+    (user_models / "user_losses.py").write_text(
+        "import torch.nn.functional as F\n"
+        "def smooth_nll(output, target):\n"
+        "    open('loss_called', 'w').close()\n"
+        "    return F.nll_loss(output, target) + 0.0 * output.exp().sum()\n"
+    )
+    from ignite_sweep.training.train import train
+
+    summary = train(TrainConfig.from_dict({"dataset": "digits", "epochs": 1, "log_interval": 50,
+                                           "loss": "user_losses:smooth_nll"}))  # fmt: skip
+    assert (user_models / "loss_called").exists() and summary["status"] == "finished"
+    assert summary["val/loss"] > 0
+    with pytest.raises(ConfigError, match="hyperparameter 'loss': got 'huber', allowed: nll | cross_entropy"):
+        TrainConfig.from_dict({"loss": "huber"})

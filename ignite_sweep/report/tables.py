@@ -81,9 +81,11 @@ def status_json(sweep: SweepRecord, runs: list[RunRecord], best: RunRecord | Non
 def best_yaml(sweep: SweepRecord, run: RunRecord) -> str:
     import yaml
 
+    from ignite_sweep.sweepfile import is_program_sweep
+
     metric = sweep.metric or ""
-    header = (
-        f"# best run {run.id} of sweep {sweep.id} ({metric} = {fmt(run.metric(metric))})\n"
-        f"# python -m ignite_sweep.train --config best.yaml\n"
-    )
+    how = "python -m ignite_sweep.train --config best.yaml"
+    if is_program_sweep(sweep.config):
+        how = f"{sweep.config.get('program') or ' '.join(map(str, sweep.config.get('command', [])))}'s parameters"
+    header = f"# best run {run.id} of sweep {sweep.id} ({metric} = {fmt(run.metric(metric))})\n# {how}\n"
     return header + yaml.safe_dump(dict(run.config), sort_keys=False)

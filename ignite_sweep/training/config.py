@@ -19,6 +19,7 @@ from typing import Any
 from ignite_sweep.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+LOSSES = ("nll", "cross_entropy")
 LR_SCHEDULES = ("none", "cosine", "step", "warmup-cosine")
 DEVICES = ("auto", "cpu", "cuda")
 # metric name -> goal. These are the names the train function logs (see wandb_logging.py).
@@ -50,6 +51,7 @@ class TrainConfig:
     lr_step_epochs: int = 3
     lr_gamma: float = 0.1
     dropout: float = 0.5
+    loss: str = "nll"
     seed: int = 0
     patience: int = 0
     metric: str = "val/accuracy"
@@ -107,6 +109,11 @@ class TrainConfig:
             )
         check_registered("dataset", self.dataset)
         check_registered("model", self.model)
+        if self.loss not in LOSSES:
+            module, _, attr = self.loss.partition(":")
+            if not module or not attr:
+                raise ConfigError(f"hyperparameter 'loss': got {self.loss!r}, allowed: {' | '.join(LOSSES)} or "
+                                  "package.module:fn")  # fmt: skip
         self._check_factory_args()
 
     def _check_factory_args(self) -> None:
@@ -224,6 +231,8 @@ HELP: dict[str, str] = {
     "lr_step_epochs": "step schedule: multiply lr by lr_gamma every this many epochs",
     "lr_gamma": "step schedule factor",
     "dropout": "dropout probability",
+    "loss": "nll (models return log-probabilities) | cross_entropy (models return logits) | package.module:fn "
+    "(fn(output, target) -> scalar tensor)",
     "seed": "random seed (weights, shuffling)",
     "patience": "early stopping: evaluations without improvement of `metric` (0 = off)",
     "metric": "metric for early stopping and the best checkpoint: " + " | ".join(EVAL_METRICS),

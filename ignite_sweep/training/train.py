@@ -104,6 +104,20 @@ def attach_lr_schedule(trainer: Any, optimizer: Any, cfg: TrainConfig, epoch_len
     trainer.add_event_handler(Events.ITERATION_STARTED, cosine)
 
 
+def build_loss(name: str) -> Callable[..., Any]:
+    """``nll`` (Ignite's MNIST example: the model returns log-probabilities), ``cross_entropy`` (logits), or the
+    user's ``package.module:fn``."""
+    import torch.nn.functional as F
+
+    if name == "nll":
+        return F.nll_loss
+    if name == "cross_entropy":
+        return F.cross_entropy
+    from ignite_sweep.training.data import import_factory
+
+    return import_factory(name, "loss")
+
+
 def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -> dict[str, Any]:
     """Train one model as ``cfg`` says, log it to W&B and return the run's summary.
 
@@ -114,7 +128,6 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
     ``best/val/accuracy``, ``best/val/loss``, the last ``val/*`` metrics and ``train_time_s``.
     """
     import torch
-    import torch.nn.functional as F
     from ignite.engine import Events, create_supervised_evaluator, create_supervised_trainer
     from ignite.handlers import EarlyStopping, ModelCheckpoint, TerminateOnNan, Timer, global_step_from_engine
     from ignite.metrics import Accuracy, Loss
@@ -135,12 +148,13 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
 
     # Engines
     amp = cfg.amp and device.type == "cuda"
+    criterion = build_loss(cfg.loss)
     trainer = create_supervised_trainer(
-        model, optimizer, F.nll_loss, device=device, amp_mode="amp" if amp else None, scaler=amp
+        model, optimizer, criterion, device=device, amp_mode="amp" if amp else None, scaler=amp
     )
     evaluator = create_supervised_evaluator(
         model,
-        metrics={"accuracy": Accuracy(), "loss": Loss(F.nll_loss)},
+        metrics={"accuracy": Accuracy(), "loss": Loss(criterion)},
         device=device,
         amp_mode="amp" if amp else None,
     )
