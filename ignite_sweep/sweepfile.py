@@ -76,10 +76,12 @@ def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[st
     if is_program_sweep(config):
         return _validate_program_sweep(config, source, warn)
     if for_function and "command" not in config:  # the built-in trainer's sweep if it is one, else the function's
-        try:
-            return validate_sweep(config, source, warn)
-        except ConfigError:
-            return _validate_program_sweep(config, source, warn, program=False)
+        metric_name = (config.get("metric") or {}).get("name", "val/accuracy")
+        user_factory = any(":" in str(v) for k in ("model", "dataset") for v in _spec_values(parameters.get(k)))
+        builtin = all(str(n) in _FIELDS for n in parameters) or user_factory
+        if builtin and metric_name in LOGGED_METRICS:
+            return validate_sweep(config, source, warn)  # its errors are the user's to see, not a reason to switch
+        return _validate_program_sweep(config, source, warn, program=False)
     own = [str(n) for n in parameters if n not in _FIELDS]  # a user factory's, else unknown
     taken, takes_any = _user_factory_parameters(parameters, source) if own else (set(), False)
     for name, spec in parameters.items():
@@ -117,6 +119,12 @@ def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[st
     return result
 
 
+def _spec_values(spec: Any) -> list[Any]:
+    """The values a parameter spec names (value or values); none for a distribution."""
+    spec = spec if isinstance(spec, dict) else {}
+    return [spec.get("value")] if "value" in spec else list(spec.get("values") or [])
+
+
 def _user_factory_parameters(parameters: dict[str, Any], source: str) -> tuple[set[str], bool]:
     """(the parameters the sweep's user model/dataset factories take by name, whether one takes ``**kwargs``)."""
     from ignite_sweep.training.config import factory_parameters
@@ -124,10 +132,7 @@ def _user_factory_parameters(parameters: dict[str, Any], source: str) -> tuple[s
     taken: set[str] = set()
     takes_any = False
     for kind in ("model", "dataset"):
-        spec = parameters.get(kind)
-        spec = spec if isinstance(spec, dict) else {}
-        values = [spec.get("value")] if "value" in spec else list(spec.get("values") or [])
-        for value in values:
+        for value in _spec_values(parameters.get(kind)):
             if isinstance(value, str) and ":" in value:
                 try:
                     accepts = factory_parameters(value, kind)

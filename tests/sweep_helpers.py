@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ignite_sweep.store.sqlite import LocalStore
+from ignite_sweep.store.sql import LocalStore
 
 FAST = {"dataset": {"value": "digits"}, "epochs": {"value": 1}, "log_interval": {"value": 50},
         "val_batch_size": {"value": 512}}  # fmt: skip

@@ -15,7 +15,7 @@ from sweep_helpers import FAST, cli, create, start_agent, store_runs, sweep_file
 
 from ignite_sweep.backends.local import LocalBackend, next_params, runs_to_stop
 from ignite_sweep.execution.wandb_file import run_file, summary
-from ignite_sweep.store.sqlite import LocalStore
+from ignite_sweep.store.sql import LocalStore
 from ignite_sweep.sweepfile import validate_sweep
 
 

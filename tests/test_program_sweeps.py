@@ -20,6 +20,7 @@ import yaml
 from sweep_helpers import cli, create, start_agent, store_runs, wait_for
 
 from ignite_sweep.execution.program import build_command
+from ignite_sweep.execution.wandb_file import history, run_file
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own-script"
 
@@ -51,14 +52,18 @@ def test_an_ignite_script_with_wandb_logger_feeds_the_sweep_while_it_trains(in_t
     # live: the first evaluation is in the store while the program still trains (it sleeps 1 s per epoch)
     live = wait_for(lambda: next((r for r in store_runs(sweep_id) if r["state"] == "running" and r["history"]), None),
                     what="a running program's first evaluation in the store")  # fmt: skip
-    assert "validation/accuracy" in live["history"][0] and live["history"][0]["_step"] == 1
+    assert "validation/accuracy" in live["history"][0] and live["history"][0]["_step"] == 22  # iterations/epoch
     out, err = agent.communicate(timeout=300)
     assert agent.returncode == 0, err
     runs = store_runs(sweep_id)
     assert [r["state"] for r in runs] == ["finished", "finished"], [(r["state"], r["error"]) for r in runs]
     for run in runs:
-        assert [h["_step"] for h in run["history"]] == [1, 2, 3]  # one row per evaluation, as it happened
+        assert [h["_step"] for h in run["history"]] == [22, 44, 66]  # one row per evaluation, as it happened
         assert run["summary"]["validation/accuracy"] == run["history"][-1]["validation/accuracy"] > 0.5
+        # what the sweep saw live is what wandb recorded: the same rows in the run's .wandb file
+        logged = [r for r in history(run_file(Path(run["run_dir"]))) if "validation/accuracy" in r]
+        assert [(r["_step"], r["validation/accuracy"]) for r in logged] == [
+            (h["_step"], h["validation/accuracy"]) for h in run["history"]]
         assert "training/loss" in run["summary"]  # the iteration logs reach the summary, not the history
         assert run["summary"]["exit_code"] == 0 and run["run_dir"]
         # the program saw its config through argparse (${args}) and its run through WANDB_RUN_ID
@@ -70,8 +75,8 @@ def test_an_ignite_script_with_wandb_logger_feeds_the_sweep_while_it_trains(in_t
 
 
 def test_hyperband_stops_a_poor_program_run_with_sigterm(in_tmp: Path) -> None:
-    body = {**IGNITE_SWEEP, "method": "grid",
-            "parameters": {"lr": {"values": [0.5, 0.4, 1e-7]}, "epochs": {"value": 4}}}  # fmt: skip
+    parameters = {"lr": {"values": [0.5, 0.4, 1e-7]}, "epochs": {"value": 4}, "sleep": {"value": 0.5}}
+    body = {**IGNITE_SWEEP, "method": "grid", "parameters": parameters}
     sweep_id = create(program_sweep(in_tmp, body))
     result = cli("agent", sweep_id)
     assert result.returncode == 0, result.stderr
@@ -154,7 +159,8 @@ def test_a_shell_script_without_wandb_runs_and_finishes_with_no_metric(in_tmp: P
     result = cli("agent", sweep_id, "--count", "3")
     assert result.returncode == 0, result.stderr
     runs = store_runs(sweep_id)
-    assert [r["state"] for r in runs] == ["finished"] * 3 and all("loss" not in r["summary"] for r in runs)
+    assert [r["state"] for r in runs] == ["finished"] * 3 and all(r["summary"]["exit_code"] == 0 for r in runs)
+    assert all(r["history"] == [] and "loss" not in r["summary"] for r in runs)
     lines = (in_tmp / "args.txt").read_text().splitlines()
     assert [line.split("=")[0] for line in lines] == ["--x"] * 3  # bayes went on without a metric, as W&B's does
 
@@ -281,3 +287,90 @@ def test_a_function_sweep_run_without_its_function_is_one_clear_line(in_tmp: Pat
     sweep_id = ignite_sweep.sweep({"method": "grid", "parameters": {"hidden": {"values": [1]}}}, backend="local")
     result = cli("agent", sweep_id)
     assert result.returncode == 1 and "made for a function" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_interrupts_a_program_run_and_the_next_agent_runs_it_again(in_tmp: Path) -> None:
+    (in_tmp / "slow.py").write_text(
+        "import sys, time\nimport wandb\nrun = wandb.init()\n"
+        "for i in range(1, 200):\n    run.log({'score': i})\n    open('progress', 'w').write(str(i))\n"
+        "    time.sleep(0.1 if run.config['x'] == 1 else 0)\n    if i == 5 and run.config['x'] == 2: break\n"
+        "run.finish()\n"
+    )
+    body = {"program": "slow.py", "method": "grid", "metric": {"name": "score", "goal": "maximize"},
+            "parameters": {"x": {"values": [1]}}}  # fmt: skip
+    sweep_id = create(program_sweep(in_tmp, body))
+    agent = start_agent(sweep_id)
+    wait_for(lambda: (in_tmp / "progress").exists() and int((in_tmp / "progress").read_text() or 0) >= 3,
+             what="the program to log")  # fmt: skip
+    agent.send_signal(signal.SIGINT)
+    _, err = agent.communicate(timeout=60)
+    assert agent.returncode == 130, err
+    (run,) = store_runs(sweep_id)
+    assert run["state"] == "interrupted" and run["error"].startswith("interrupted (SIGTERM)"), run
+    assert run["summary"]["exit_code"] == -signal.SIGTERM and run["history"]  # it had reported before
+    result = cli("agent", sweep_id, timeout=120)
+    assert result.returncode == 0, result.stderr
+    first, again = store_runs(sweep_id)
+    assert again["retry_of"] == first["id"] and again["state"] == "finished"
+
+
+def test_a_program_killed_by_a_signal_not_ours_is_crashed_and_retried(in_tmp: Path) -> None:
+    (in_tmp / "oom.py").write_text(
+        "import os, signal\nif not os.path.exists('once'):\n"
+        "    open('once', 'w').close()\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    body = {"program": "oom.py", "method": "grid", "parameters": {"x": {"values": [1]}}}
+    sweep_id = create(program_sweep(in_tmp, body))
+    result = cli("agent", sweep_id)
+    assert result.returncode == 0, result.stderr
+    first, retry = store_runs(sweep_id)
+    assert first["state"] == "crashed" and first["error"] == "killed by SIGKILL"
+    assert retry["retry_of"] == first["id"] and retry["state"] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("code", "stopped_by", "interrupted", "expected"),
+    [
+        (0, None, False, "finished"),
+        (3, None, False, "failed"),
+        (-9, None, False, "crashed"),
+        (-15, "sweep", False, "stopped"),
+        (-15, "sweep", True, "stopped"),  # Ctrl-C during a hyperband stop's kill delay: still the sweep's result
+        (-15, "SIGTERM", False, "stopped"),  # `cancel` signals the run's process
+        (-15, "SIGTERM", True, "interrupted"),
+        (-2, "SIGINT", False, "interrupted"),
+        (-40, None, False, "crashed"),  # a real-time signal has no name
+    ],
+)
+def test_program_outcomes(code: int, stopped_by: str | None, interrupted: bool, expected: str) -> None:
+    from ignite_sweep.backends.local import program_outcome
+
+    state, error = program_outcome(code, stopped_by, interrupted, False, lambda: "ValueError: bad")
+    assert state == expected
+    assert (error == "ValueError: bad") == (expected == "failed")
+
+
+def test_the_live_hook_never_breaks_the_program(tmp_path: Path) -> None:
+    """An unwritable metrics file, a step that goes back, values that are no numbers: the program's own wandb
+    logging goes on exactly as without the hook."""
+    from ignite_sweep.execution.program import LIVE_DIR
+
+    program = tmp_path / "p.py"
+    program.write_text(
+        "import numpy as np\nimport wandb\nrun = wandb.init()\n"
+        "run.log({'a': 1, 'img': 'x', 'arr': np.zeros(3), 'n': np.float32(2.5)}, step=5)\n"
+        "run.log({'a': 2}, step=3)\n"  # wandb drops a step that goes back
+        "run.log({'a': 3}, step=6)\nrun.finish()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(LIVE_DIR), "WANDB_RUN_ID": "hook1", "WANDB_SILENT": "true"}
+    broken = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=120,
+                            env={**env, "IGNITE_SWEEP_METRICS_FILE": "/nonexistent/dir/m.jsonl"})  # fmt: skip
+    assert broken.returncode == 0 and "Traceback" not in broken.stderr, broken.stderr
+    metrics = tmp_path / "m.jsonl"
+    env["WANDB_RUN_ID"] = "hook2"
+    ok = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=120,
+                        env={**env, "IGNITE_SWEEP_METRICS_FILE": str(metrics)})  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [(e["step"], e["metrics"]) for e in lines] == [(5, {"a": 1, "n": 2.5}), (6, {"a": 3})]
+    assert {e["run"] for e in lines} == {"hook2"}

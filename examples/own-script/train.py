@@ -6,7 +6,7 @@ import time
 
 import torch
 from ignite.engine import Events, create_supervised_evaluator, create_supervised_trainer
-from ignite.handlers.wandb_logger import WandBLogger, global_step_from_engine
+from ignite.handlers.wandb_logger import WandBLogger
 from ignite.metrics import Accuracy, Loss
 from sklearn.datasets import load_digits
 from torch import nn
@@ -35,7 +35,7 @@ wandb_logger.attach_output_handler(trainer, event_name=Events.ITERATION_COMPLETE
                                    output_transform=lambda loss: {"loss": loss})
 wandb_logger.attach_output_handler(evaluator, event_name=Events.EPOCH_COMPLETED, tag="validation",
                                    metric_names=["accuracy", "loss"],
-                                   global_step_transform=global_step_from_engine(trainer))
+                                   global_step_transform=lambda *_: trainer.state.iteration)  # as Ignite's docs
 
 
 @trainer.on(Events.EPOCH_COMPLETED)

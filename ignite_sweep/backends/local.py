@@ -26,7 +26,7 @@ from ignite_sweep.engine import next_params, runs_to_stop
 from ignite_sweep.errors import BackendError, IgniteSweepError
 from ignite_sweep.execution.process import Interrupts, emit, run_in_child, warm_up
 from ignite_sweep.format import fmt
-from ignite_sweep.store.sqlite import LocalStore
+from ignite_sweep.store.sql import LocalStore
 from ignite_sweep.sweepfile import is_program_sweep
 
 DEFAULT_RETRIES = 2
@@ -94,7 +94,7 @@ class LocalBackend(Backend):
         row = self.store.sweep(short_id(sweep_id))
         if row is None:
             known = ", ".join(f"local/{s['id']}" for s in self.store.sweeps()[-5:]) or "none"
-            raise BackendError(f"unknown sweep '{sweep_id}' in {self.store.path} (recent: {known})")
+            raise BackendError(f"unknown sweep '{sweep_id}' in {self.store} (recent: {known})")
         return SweepRecord(
             id=f"local/{row['id']}", name=row["name"], method=row["config"]["method"], state=row["state"],
             config=row["config"], reason=row["reason"],
@@ -221,14 +221,21 @@ class LocalBackend(Backend):
 
     def report(self, run_id: str, metrics: dict[str, Any]) -> bool:
         """Store one evaluation's metrics; True when the run should stop (hyperband or sweep stopped)."""
+        return self.report_many(run_id, [metrics])
+
+    def report_many(self, run_id: str, evaluations: list[dict[str, Any]]) -> bool:
+        """Store evaluations in one transaction, then decide once whether the run should stop."""
         with self.store.transaction() as db:
-            self.store.append_history(db, run_id, metrics)
+            for metrics in evaluations:
+                self.store.append_history(db, run_id, metrics)
             run = self.store.run(run_id)
             sweep = self.store.sweep(run["sweep_id"]) if run else None
             if run is None or sweep is None:
                 return True
             if run["should_stop"] or sweep["state"] == "canceled":  # stop lets running runs finish
                 return True
+            if (sweep["config"].get("early_terminate") or {}).get("type") != "hyperband":
+                return False  # nothing to decide: no need to read the sweep's history
             to_stop = runs_to_stop(sweep["config"], self.store.runs(sweep["id"], with_history=True))
             self.store.request_stop(db, to_stop)
             return run_id in to_stop
@@ -251,7 +258,9 @@ class LocalBackend(Backend):
         gpu = os.environ.get("IGNITE_SWEEP_GPU")
         sweep = self.sweep(sweep_id)
         os.environ.setdefault("WANDB_MODE", "offline")
-        os.environ.setdefault("WANDB_SILENT", "true")  # the agent prints one line per run instead
+        if "WANDB_SILENT" not in os.environ:  # the agent prints one line per run instead; a program keeps wandb's own
+            os.environ["WANDB_SILENT"] = "true"
+            os.environ["IGNITE_SWEEP_SILENCED_WANDB"] = "1"
         program = is_program_sweep(sweep.config)
         if function is None and not program and "command" not in sweep.config:
             raise BackendError(
@@ -326,13 +335,13 @@ class LocalBackend(Backend):
         from ignite_sweep.training.config import TrainConfig
         from ignite_sweep.training.train import train
 
-        store = LocalStore(self.store.path)  # never share a connection across fork
+        store = LocalStore(self.store.url)  # never share a connection across fork
         child = LocalBackend(store)
         run_id = run["id"]
         stop_beating = threading.Event()
 
         def beat() -> None:
-            own = LocalStore(store.path)  # sqlite connections belong to one thread
+            own = LocalStore(store.url)  # sqlite connections belong to one thread
             while not stop_beating.wait(self.heartbeat_s):
                 own.heartbeat(run_id)
             own.close()
@@ -404,7 +413,7 @@ class LocalBackend(Backend):
             sweep_folder,
         )
 
-        store = LocalStore(self.store.path)  # never share a connection across fork
+        store = LocalStore(self.store.url)  # never share a connection across fork
         child = LocalBackend(store)
         run_id, sid = run["id"], short_id(sweep.id)
         caught: list[str] = []
@@ -432,31 +441,38 @@ class LocalBackend(Backend):
         evaluations = 0
         stopped_by: str | None = None
         next_beat = next_check = time.monotonic()
-        while True:
-            code = program.poll()
-            for row in map(numbers, program.new_rows()):
-                last.update(row)
-                if metric and metric in row:
-                    evaluations += 1
-                    emit({"event": "eval", "run": run_id, "epoch": evaluations, "metrics": row})
-                    if child.report(run_id, row) and stopped_by is None:
-                        stopped_by = "sweep"
-                        program.stop()
-            if code is not None:
-                break
-            now = time.monotonic()
-            if caught and stopped_by is None:  # SIGTERM from `cancel`, or the agent interrupted
-                stopped_by = caught[0]
-                program.stop()
-            if now >= next_check and stopped_by is None:
-                next_check = now + 1.0
-                if child.stop_requested(run_id):
+        try:
+            while True:
+                code = program.poll()
+                evaluated = []
+                for row in map(numbers, program.new_rows()):
+                    last.update(row)
+                    if metric and metric in row:
+                        evaluations += 1
+                        evaluated.append(row)
+                        emit({"event": "eval", "run": run_id, "epoch": evaluations, "metrics": row})
+                # one transaction and one stop decision per poll, however many rows arrived
+                if evaluated and child.report_many(run_id, evaluated) and stopped_by is None and code is None:
                     stopped_by = "sweep"
                     program.stop()
-            if now >= next_beat:
-                next_beat = now + self.heartbeat_s
-                store.heartbeat(run_id)
-            time.sleep(0.1)
+                if code is not None:
+                    break
+                now = time.monotonic()
+                if caught and stopped_by is None:  # SIGTERM from `cancel`, or the agent interrupted
+                    stopped_by = caught[0]
+                    program.stop()
+                if now >= next_check and stopped_by is None:
+                    next_check = now + 1.0
+                    if child.stop_requested(run_id):
+                        stopped_by = "sweep"
+                        program.stop()
+                if now >= next_beat:
+                    next_beat = now + self.heartbeat_s
+                    store.heartbeat(run_id)
+                time.sleep(0.1)
+        except BaseException:  # the supervisor itself failed: nothing of the program may outlive it
+            program.kill_now()
+            raise
         run_file = find_run_file(wandb_dir, run_id)
         rows, final = final_metrics(run_file)
         if evaluations == 0 and rows:  # the hook saw nothing (not Python, say): the history from the .wandb file
@@ -469,27 +485,36 @@ class LocalBackend(Backend):
                        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
         if run_file is not None:
             store.heartbeat(run_id, run_dir=str(run_file.parent))
-        killed = " (killed after --kill-delay)" if program.killed else ""
-        if stopped_by is not None and (agent_interrupted() or stopped_by in ("SIGINT", "SIGHUP")):
-            summary["status"] = "interrupted"
-            store.end_run(run_id, "interrupted", summary, error=f"interrupted ({stopped_by}){killed}")
-        elif stopped_by is not None:  # hyperband, target, `cancel`
-            summary["status"] = "stopped"
-            store.end_run(run_id, "stopped", summary, error=f"stopped by the sweep{killed}" if killed else None)
-        elif code == 0:
-            summary["status"] = "finished"
-            store.end_run(run_id, "finished", summary)
-        elif code > 0:
-            summary["status"] = "failed"
-            store.end_run(run_id, "failed", summary, error=program.last_error_line() or f"exited with code {code}")
-        else:
-            summary["status"] = "crashed"
-            store.end_run(run_id, "crashed", summary, error=f"killed by {signal.Signals(-code).name}")
+        state, error = program_outcome(code, stopped_by, agent_interrupted(), program.killed,
+                                       program.last_error_line)  # fmt: skip
+        summary["status"] = state
+        store.end_run(run_id, state, summary, error=error)
         return 0
 
     def _project(self, sweep: SweepRecord) -> str:
         row = self.store.sweep(short_id(sweep.id)) or {}
         return str(row.get("project") or "ignite-sweep")
+
+
+def program_outcome(code: int, stopped_by: str | None, agent_interrupted: bool, killed: bool,
+                    last_line: Callable[[], str]) -> tuple[str, str | None]:  # fmt: skip
+    """How a program (or function) run ended: (state, error). A stop by the sweep (hyperband, target, ``cancel``)
+    is ``stopped`` even if Ctrl-C comes during its kill delay; a signal from outside the sweep is ``interrupted``
+    when the agent was interrupted (or it was SIGINT/SIGHUP), and is run again."""
+    note = " (killed after --kill-delay)" if killed else ""
+    if stopped_by not in (None, "sweep") and (agent_interrupted or stopped_by in ("SIGINT", "SIGHUP")):
+        return "interrupted", f"interrupted ({stopped_by}){note}"
+    if stopped_by is not None:
+        return "stopped", f"stopped by the sweep{note}" if note else None
+    if code == 0:
+        return "finished", None
+    if code > 0:
+        return "failed", last_line() or f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return "crashed", f"killed by {name}"
 
 
 def _finish(starting: Future | None, code: int) -> int:

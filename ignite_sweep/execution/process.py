@@ -110,7 +110,7 @@ def set_threads() -> None:
     the run on one busy core at a third of the speed.
     """
     threads = os.environ.get("IGNITE_SWEEP_THREADS")
-    if threads:
+    if threads and "torch" in sys.modules:  # a program's supervisor never imports torch for it
         import torch
 
         if torch.get_num_threads() != int(threads):

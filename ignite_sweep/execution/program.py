@@ -27,8 +27,10 @@ launch`` children) and the SIGKILL comes from a timer, not from the server repea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,6 +101,8 @@ def program_env(base: dict[str, str], run_env: dict[str, str], metrics_path: Pat
     """The program's environment: the agent's, W&B's run variables, the live hook and the agent's Python first."""
     env = {**base, **run_env}
     env.pop("WANDB_SERVICE", None)  # as W&B's agent: the program starts its own wandb service
+    if env.pop("IGNITE_SWEEP_SILENCED_WANDB", None):  # the agent quieted its own wandb, not the program's
+        env.pop("WANDB_SILENT", None)
     env.pop("IGNITE_SWEEP_EVENTS", None)  # the pool's event channel is the agent's, not the program's
     env["IGNITE_SWEEP_METRICS_FILE"] = str(metrics_path)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(LIVE_DIR), base.get("PYTHONPATH", "")) if p)
@@ -118,25 +122,42 @@ def _new_group_dying_with_parent() -> Callable[[], None]:
         except OSError:
             prctl = None
 
+    parent = os.getpid()
+
     def before_exec() -> None:
         os.setpgid(0, 0)
         if prctl is not None:
             prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the supervisor died before the line above: do not run as an orphan
+                os._exit(1)
 
     return before_exec
+
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*(\x07|\x1b\\\\)")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        try:
+            data = data[os.write(fd, data) :]
+        except InterruptedError:
+            continue
+        except OSError:
+            return
 
 
 def _stderr_pair() -> tuple[int, int]:
     """(read end, the program's stderr). A pseudo-terminal of the same size when the agent's stderr is a terminal,
     so the program's ``isatty()`` checks (progress bars, colours) answer as they would under ``wandb agent``;
     a pipe otherwise. Either way the agent sees the output, to keep its last line for the run's error."""
-    if os.isatty(sys.stderr.fileno()):
+    if os.isatty(2):
         import fcntl
         import termios
 
         main, program_side = os.openpty()
         try:
-            size = fcntl.ioctl(sys.stderr.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
+            size = fcntl.ioctl(2, termios.TIOCGWINSZ, b"\0" * 8)
             fcntl.ioctl(program_side, termios.TIOCSWINSZ, size)
         except OSError:
             pass
@@ -164,10 +185,13 @@ class _ForkedFunction:
             code = 1
             try:
                 before_exec()
-                os.close(read_fd)
+                if _events_on_stdout():
+                    os.dup2(2, 1)  # the agent's stdout carries the pool's events; the function's output goes aside
                 os.dup2(stderr_fd, 2)
                 devnull = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(devnull, 0)
+                for fd in (read_fd, stderr_fd, devnull):
+                    os.close(fd)
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
                 os.environ.clear()
@@ -184,6 +208,7 @@ class _ForkedFunction:
 
                 traceback.print_exc()
             finally:
+                _finish_wandb(code)  # as W&B's agent does after the function returns: the run is finished
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
@@ -200,6 +225,19 @@ class _ForkedFunction:
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:
             os.kill(self.pid, sig)
+
+
+def _events_on_stdout() -> bool:
+    return os.environ.get("IGNITE_SWEEP_EVENTS") == "1"
+
+
+def _finish_wandb(code: int) -> None:
+    wandb = sys.modules.get("wandb")
+    try:
+        if wandb is not None and wandb.run is not None:
+            wandb.finish(exit_code=code)
+    except Exception:  # noqa: BLE001 - the run's end is recorded by the agent either way
+        pass
 
 
 def _load_hook() -> Any:
@@ -220,10 +258,12 @@ class ProgramRun:
     def __init__(self, argv: list[str] | None, env: dict[str, str], metrics_path: Path, delay_s: float | None = None,
                  function: Callable[[], Any] | None = None):  # fmt: skip
         self.argv, self.env, self.metrics_path, self.function = argv, env, metrics_path, function
+        self.run_id = env.get("WANDB_RUN_ID")
         self.delay_s = kill_delay() if delay_s is None else delay_s
         self.proc: Any = None
         self.stop_sent: float | None = None
         self.killed = False
+        self._cleared = False
         self._offset = 0
         self._partial = b""
         self._tail = b""
@@ -238,9 +278,12 @@ class ProgramRun:
                 self.proc = _ForkedFunction(self.function, self.env, write_fd, read_fd)
             else:
                 self.proc = subprocess.Popen(self.argv or [], env=self.env, stdin=subprocess.PIPE, stderr=write_fd,
+                                             stdout=2 if _events_on_stdout() else None,
                                              preexec_fn=_new_group_dying_with_parent())  # fmt: skip
                 assert self.proc.stdin is not None
                 self.proc.stdin.close()  # as W&B's agent: a read gets EOF, not a stop of a background process group
+            with contextlib.suppress(OSError):  # also from here: a stop sent at once must reach the whole group
+                os.setpgid(self.proc.pid, self.proc.pid)
         except BaseException:
             os.close(read_fd)
             raise
@@ -265,18 +308,16 @@ class ProgramRun:
                     break
                 if not chunk:
                     break
-                try:
-                    os.write(sys.stderr.fileno(), chunk)  # raw, so progress bars (\r) draw as they would
-                except OSError:
-                    pass
+                _write_all(2, chunk)  # raw, so progress bars (\r) draw as they would
                 self._tail = (self._tail + chunk)[-TAIL_BYTES:]
         finally:
             os.close(fd)
 
     def last_error_line(self) -> str:
+        """The program's last line on stderr, without terminal colour codes."""
         if self._tee is not None:
             self._tee.join(timeout=2)
-        text = self._tail.decode("utf-8", "replace").replace("\r", "\n")
+        text = _ANSI.sub("", self._tail.decode("utf-8", "replace")).replace("\r", "\n")
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         return lines[-1] if lines else ""
 
@@ -297,6 +338,8 @@ class ProgramRun:
             try:
                 entry = json.loads(line)
             except ValueError:
+                continue
+            if entry.get("run") not in (None, self.run_id):  # another run's process that inherited the hook
                 continue
             row = dict(entry.get("metrics") or {})
             if entry.get("step") is not None:
@@ -326,9 +369,16 @@ class ProgramRun:
         if code is None and self.stop_sent is not None and time.monotonic() - self.stop_sent >= self.delay_s:
             self.killed = True
             self._signal(signal.SIGKILL)
-        if code is not None and self.stop_sent is not None:
-            self._signal(signal.SIGKILL)  # whatever the program left behind in its group
+        if code is not None and not self._cleared:
+            self._cleared = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # what it left behind in its group (workers holding a GPU)
         return code
+
+    def kill_now(self) -> None:
+        """The supervisor is going down: nothing of the program may outlive it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self._signal(signal.SIGKILL)
 
 
 def find_run_file(wandb_dir: str | os.PathLike[str], run_id: str) -> Path | None:

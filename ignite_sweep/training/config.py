@@ -129,6 +129,9 @@ class TrainConfig:
                 takes_any |= accepts is None
                 taken |= accepts or set()
         for key in self.factory_args:
+            if key in BUILTIN_FACTORY_ARGS["model"] + BUILTIN_FACTORY_ARGS["dataset"]:
+                raise ConfigError(f"hyperparameter '{key}': the trainer passes it to the factory itself "
+                                  "(from the dataset or other hyperparameters); not a sweep parameter")  # fmt: skip
             if not takes_any and key not in taken:
                 names = known + sorted(taken)
                 where = f" (nor a parameter of {' or '.join(s for s in (self.model, self.dataset) if ':' in s)})"

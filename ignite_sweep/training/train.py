@@ -8,6 +8,7 @@ backend's hyperband), SIGTERM (W&B's agent stopping a run), Ctrl-C, early stoppi
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import tempfile
@@ -343,8 +344,11 @@ def usage() -> str:
         "hyperparameters (default):",
     ]
     for f in dataclasses.fields(TrainConfig):
+        if f.name == "factory_args":
+            continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         lines.append(f"  --{f.name:<16} {HELP[f.name]} (default: {default})")
+    lines.append(f"  --{'<other>':<16} a parameter of a user model/dataset factory, passed to it by name")
     return "\n".join(lines)
 
 
@@ -353,7 +357,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     if "-h" in args or "--help" in args:
-        print(usage())
+        try:
+            print(usage(), flush=True)
+        except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     try:
         cfg = TrainConfig.from_dict(parse_args(args))

@@ -29,14 +29,14 @@ def _numbers(data):
     return out
 
 
-def _send(path, data, step):
+def _send(path, run_id, data, step):
     import json
     import math
 
-    values = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in _numbers(data).items()}
+    values = {k: (v if not isinstance(v, float) or math.isfinite(v) else repr(v)) for k, v in _numbers(data).items()}
     if not values:
         return
-    line = json.dumps({"step": step, "pid": os.getpid(), "metrics": values}) + "\n"
+    line = json.dumps({"run": run_id, "step": step, "pid": os.getpid(), "metrics": values}) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())  # one write per line: O_APPEND keeps lines whole across processes
@@ -54,43 +54,52 @@ def _patch(module, path):
 
     @functools.wraps(original)
     def log(self, data, *args, **kwargs):
+        result = original(self, data, *args, **kwargs)  # first: a call wandb refuses raises, and is not recorded
         try:
             step = kwargs.get("step", args[0] if args else None)
+            last = self.__dict__.get("_ignite_sweep_step")
+            if isinstance(step, int) and last is not None and step < last:
+                return result  # wandb drops a step lower than its current one ("must be monotonically increasing")
+            if isinstance(step, int):
+                self.__dict__["_ignite_sweep_step"] = step
             if isinstance(data, dict):
-                _send(path, data, step)
+                _send(path, getattr(self, "id", None), data, step)
         except Exception:  # noqa: BLE001 - the program's logging must go on
             pass
-        return original(self, data, *args, **kwargs)
+        return result
 
     log._ignite_sweep = True
     run_class.log = log
 
 
 def _install(path):
-    import importlib.abc
     import importlib.machinery
 
     target = "wandb.sdk.wandb_run"
 
-    class Finder(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, import_path, target_module=None):
+    class Finder:  # a plain finder: importlib.abc would import typing into every process at start-up
+        @staticmethod
+        def find_spec(name, import_path, target_module=None):
             if name != target:
                 return None
-            spec = importlib.machinery.PathFinder.find_spec(name, import_path)
-            loader = getattr(spec, "loader", None)
-            if loader is None or not hasattr(loader, "exec_module"):
+            try:
+                spec = importlib.machinery.PathFinder.find_spec(name, import_path)
+                loader = getattr(spec, "loader", None)
+                if loader is None or not hasattr(loader, "exec_module"):
+                    return spec
+                execute = loader.exec_module
+
+                def exec_module(module):
+                    execute(module)
+                    try:
+                        _patch(module, path)
+                    except Exception:  # noqa: BLE001
+                        pass
+
+                loader.exec_module = exec_module
                 return spec
-            execute = loader.exec_module
-
-            def exec_module(module):
-                execute(module)
-                try:
-                    _patch(module, path)
-                except Exception:  # noqa: BLE001
-                    pass
-
-            loader.exec_module = exec_module
-            return spec
+            except Exception:  # noqa: BLE001 - let the normal import machinery find it
+                return None
 
     sys.meta_path.insert(0, Finder())
 

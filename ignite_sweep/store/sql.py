@@ -1,0 +1,381 @@
+"""The local backend's store: sweeps, runs and per-evaluation history, in SQLite or PostgreSQL.
+
+One implementation over SQLAlchemy Core: the tables below and one set of plain SQL serve both databases. The
+store is chosen by a URL (``IGNITE_SWEEP_STORE`` or ``--store``): a path or ``sqlite:///path`` (the default,
+``$IGNITE_SWEEP_DIR/sweeps.db``), or ``postgresql://user:password@host:port/db`` (agents on many machines;
+needs ``pip install 'ignite-sweep[postgres]'``, the psycopg 3 driver).
+
+Every write that must be atomic across parallel agents runs inside ``transaction()``: one writer at a time,
+readers go on. SQLite: ``BEGIN IMMEDIATE`` (WAL mode). PostgreSQL: a transaction-scoped advisory lock taken
+first, the same one-writer rule across machines. Connections are never shared across fork: a forked child opens
+its own store (and the pool a child inherits is dropped without closing the parent's connections).
+This module stores and fetches; deciding what to run is the local backend's job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ignite_sweep.backends.base import RUN_STATES
+from ignite_sweep.errors import BackendError
+
+SCHEMA_VERSION = 1
+"""1: sweeps, runs, history and the meta table (stores created before the meta table are version 0: same tables)."""
+ADVISORY_LOCK = 0x1A17E5EE  # PostgreSQL: the store's one write lock
+TERMINAL = tuple(s for s in RUN_STATES if s != "running")
+
+
+def store_path() -> Path:
+    return Path(os.environ.get("IGNITE_SWEEP_DIR", ".ignite-sweep")).expanduser() / "sweeps.db"
+
+
+def store_url(where: str | os.PathLike[str] | None = None) -> str:
+    """What ``LocalStore`` opens: ``where``, else ``IGNITE_SWEEP_STORE``, else the SQLite file in
+    ``IGNITE_SWEEP_DIR``. A plain path means a SQLite file."""
+    where = where if where is not None else os.environ.get("IGNITE_SWEEP_STORE") or store_path()
+    text = str(where)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def host_name() -> str:
+    """This machine, as runs record it (``IGNITE_SWEEP_HOST`` overrides: tests act as several nodes)."""
+    return os.environ.get("IGNITE_SWEEP_HOST") or socket.gethostname()
+
+
+def _tables() -> Any:
+    from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text
+
+    meta = MetaData()
+    Table("meta", meta, Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))
+    Table(
+        "sweeps", meta,
+        Column("id", String(64), primary_key=True),  # 8 chars; the public id is 'local/<id>'
+        Column("name", Text, nullable=False),
+        Column("config", Text, nullable=False),  # the validated W&B sweep config, JSON
+        Column("project", Text, nullable=False),
+        Column("state", String(16), nullable=False),  # running | paused | stopped | canceled | finished
+        Column("reason", Text),  # why it is stopped/finished
+        Column("retries", Integer, nullable=False),  # how often a crashed run's config is offered again
+        Column("created_at", Float, nullable=False),
+    )  # fmt: skip
+    runs = Table(
+        "runs", meta,
+        Column("id", String(64), primary_key=True),  # also the wandb run id
+        Column("sweep_id", String(64), nullable=False),
+        Column("seq", Integer, nullable=False),  # order of creation within the sweep
+        Column("state", String(16), nullable=False),  # running | finished | stopped | failed | crashed | interrupted
+        Column("config", Text, nullable=False),  # flat params, JSON
+        Column("summary", Text),  # JSON
+        Column("error", Text),
+        Column("attempt", Integer, nullable=False, server_default="0"),
+        Column("retry_of", String(64)),
+        Column("search_info", Text),
+        Column("pid", Integer),
+        Column("host", Text),
+        Column("slot", Text),
+        Column("gpu", Text),
+        Column("run_dir", Text),
+        Column("should_stop", Integer, nullable=False, server_default="0"),
+        Column("heartbeat_at", Float),
+        Column("started_at", Float, nullable=False),
+        Column("ended_at", Float),
+    )  # fmt: skip
+    Index("runs_by_sweep", runs.c.sweep_id, runs.c.seq)
+    Table(
+        "history", meta,
+        Column("run_id", String(64), primary_key=True),
+        Column("idx", Integer, primary_key=True),
+        Column("metrics", Text, nullable=False),
+    )  # fmt: skip
+    return meta
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        auth, host = rest.rsplit("@", 1)
+        return f"{scheme}://{auth.split(':', 1)[0]}@{host}"
+    return url
+
+
+class LocalStore:
+    def __init__(self, where: str | os.PathLike[str] | None = None):
+        self.url = store_url(where)
+        self.dialect = self.url.split(":", 1)[0].split("+", 1)[0]
+        self.path: Path | str = Path(self.url.removeprefix("sqlite:///")) if self.dialect == "sqlite" else self.url
+        self._local = threading.local()
+        self.engine = self._connect()
+        self._closer = weakref.finalize(self, self.engine.dispose)
+
+    def __str__(self) -> str:
+        return str(self.path) if self.dialect == "sqlite" else _safe(self.url)
+
+    # ------------------------------------------------------------ connecting
+
+    def _connect(self) -> Any:
+        if self.dialect not in ("sqlite", "postgresql", "postgres"):
+            raise BackendError(f"sweep store '{_safe(self.url)}': unknown kind of URL; allowed: a path, "
+                               "sqlite:///path or postgresql://user:password@host:port/db")  # fmt: skip
+        try:
+            import sqlalchemy
+        except ImportError:  # pragma: no cover - a dependency
+            raise BackendError("sweep store: SQLAlchemy is not installed (pip install 'sqlalchemy>=2')") from None
+        from sqlalchemy import event
+
+        if self.dialect == "sqlite":
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BackendError(f"sweep store {self.path}: {exc.strerror}") from None
+            engine = sqlalchemy.create_engine(self.url, connect_args={"timeout": 60})
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_connect(dbapi: Any, _record: Any) -> None:
+                dbapi.isolation_level = None  # SQLAlchemy issues BEGIN itself (below), not the driver
+                dbapi.execute("PRAGMA journal_mode=WAL")
+                dbapi.execute("PRAGMA synchronous=NORMAL")
+
+            @event.listens_for(engine, "begin")
+            def _sqlite_begin(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("write", False) else "BEGIN")
+        else:
+            url = self.url.replace("postgres://", "postgresql://", 1)
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+            try:
+                engine = sqlalchemy.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4,
+                                                  connect_args={"connect_timeout": 10})  # fmt: skip
+            except ImportError:
+                raise BackendError(f"sweep store '{_safe(self.url)}': the PostgreSQL driver is not installed; "
+                                   "pip install 'ignite-sweep[postgres]'") from None  # fmt: skip
+            except sqlalchemy.exc.ArgumentError as exc:
+                raise BackendError(f"sweep store '{_safe(self.url)}': {exc}") from None
+        if hasattr(os, "register_at_fork"):  # a forked child opens its own store; never use the parent's sockets
+            os.register_at_fork(after_in_child=lambda ref=weakref.ref(engine): (e := ref()) and e.dispose(close=False))
+        try:
+            with engine.connect() as conn:
+                conn.info["write"] = True
+                with conn.begin():
+                    self._lock(conn)
+                    self._migrate(conn)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            engine.dispose()
+            raise BackendError(f"sweep store {self if self.dialect == 'sqlite' else _safe(self.url)}: "
+                               f"{_first_line(exc)}") from None  # fmt: skip
+        return engine
+
+    def _lock(self, conn: Any) -> None:
+        if self.dialect != "sqlite":
+            from sqlalchemy import text
+
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK})
+
+    def _migrate(self, conn: Any) -> None:
+        """Create the tables on first use; bring an older store up to ``SCHEMA_VERSION``."""
+        from sqlalchemy import text
+
+        meta = _tables()
+        meta.create_all(conn, checkfirst=True)
+        row = conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise BackendError(f"sweep store {self}: schema version {version} is newer than this ignite-sweep's "
+                               f"({SCHEMA_VERSION}); upgrade ignite-sweep")  # fmt: skip
+        if version < 1:  # 0 -> 1: the meta table (just created); the other tables are unchanged
+            conn.execute(text("INSERT INTO meta (key, value) VALUES ('schema_version', :v)"), {"v": "1"})
+
+    def close(self) -> None:
+        self._closer()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One writer at a time, across processes (and machines, on PostgreSQL). Reads in the same thread
+        while it is open go through it, so they see its own writes."""
+        outer = getattr(self._local, "conn", None)
+        if outer is not None:  # nested: the open transaction already holds the lock
+            yield outer
+            return
+        with self.engine.connect() as conn:
+            conn.info["write"] = True
+            with conn.begin():
+                self._lock(conn)
+                self._local.conn = conn
+                try:
+                    yield conn
+                finally:
+                    self._local.conn = None
+
+    def _read(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        from sqlalchemy import text
+
+        current = getattr(self._local, "conn", None)
+        if current is not None:
+            return [dict(r._mapping) for r in current.execute(text(sql), params)]
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(text(sql), params)]
+
+    def _write(self, sql: str, **params: Any) -> int:
+        from sqlalchemy import text
+
+        with self.transaction() as db:
+            return db.execute(text(sql), params).rowcount
+
+    @staticmethod
+    def _exec(db: Any, sql: str, params: Any = None) -> Any:
+        from sqlalchemy import text
+
+        return db.execute(text(sql), params or {})
+
+    # ------------------------------------------------------------ sweeps
+
+    def add_sweep(self, sweep_id: str, name: str, config: dict, project: str, retries: int) -> None:
+        self._write(
+            "INSERT INTO sweeps (id, name, config, project, state, retries, created_at) "
+            "VALUES (:id, :name, :config, :project, 'running', :retries, :now)",
+            id=sweep_id, name=name, config=json.dumps(config), project=project, retries=retries, now=time.time(),
+        )  # fmt: skip
+
+    def sweep(self, sweep_id: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT * FROM sweeps WHERE id = :id", id=sweep_id)
+        return _sweep(rows[0]) if rows else None
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        rows = self._read(
+            "SELECT s.*, (SELECT COUNT(*) FROM runs r WHERE r.sweep_id = s.id) AS n_runs "
+            "FROM sweeps s ORDER BY created_at"
+        )
+        return [{**_sweep(r), "n_runs": r["n_runs"]} for r in rows]
+
+    def set_sweep_state(self, db: Any, sweep_id: str, state: str, reason: str) -> None:
+        self._exec(db, "UPDATE sweeps SET state = :state, reason = :reason WHERE id = :id",
+                   {"state": state, "reason": reason, "id": sweep_id})  # fmt: skip
+
+    # ------------------------------------------------------------ runs
+
+    def runs(self, sweep_id: str, with_history: bool = False) -> list[dict[str, Any]]:
+        runs = [_run(r) for r in self._read("SELECT * FROM runs WHERE sweep_id = :s ORDER BY seq", s=sweep_id)]
+        if with_history:
+            history: dict[str, list[dict]] = {r["id"]: [] for r in runs}
+            for h in self._read(
+                "SELECT h.run_id, h.metrics FROM history h JOIN runs r ON r.id = h.run_id "
+                "WHERE r.sweep_id = :s ORDER BY h.run_id, h.idx", s=sweep_id,
+            ):  # fmt: skip
+                history[h["run_id"]].append(json.loads(h["metrics"]))
+            for run in runs:
+                run["history"] = history[run["id"]]
+        return runs
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT * FROM runs WHERE id = :id", id=run_id)
+        return _run(rows[0]) if rows else None
+
+    def insert_run(self, db: Any, run: dict[str, Any]) -> None:
+        seq = self._exec(db, "SELECT COALESCE(MAX(seq), 0) + 1 FROM runs WHERE sweep_id = :s",
+                         {"s": run["sweep_id"]}).scalar()  # fmt: skip
+        now = time.time()
+        self._exec(
+            db,
+            "INSERT INTO runs (id, sweep_id, seq, state, config, attempt, retry_of, search_info, pid, host, slot, "
+            "gpu, heartbeat_at, started_at) VALUES (:id, :sweep_id, :seq, 'running', :config, :attempt, :retry_of, "
+            ":search_info, :pid, :host, :slot, :gpu, :now, :now)",
+            {"id": run["id"], "sweep_id": run["sweep_id"], "seq": seq, "config": json.dumps(run["config"]),
+             "attempt": run.get("attempt", 0), "retry_of": run.get("retry_of"),
+             "search_info": json.dumps(run.get("search_info")), "pid": run.get("pid"), "host": host_name(),
+             "slot": run.get("slot"), "gpu": run.get("gpu"), "now": now},
+        )  # fmt: skip
+
+    def set_pid(self, run_id: str, pid: int) -> None:
+        self._write("UPDATE runs SET pid = :pid, heartbeat_at = :now WHERE id = :id", pid=pid, now=time.time(),
+                    id=run_id)  # fmt: skip
+
+    def heartbeat(self, run_id: str, run_dir: str | None = None) -> None:
+        self._write(
+            "UPDATE runs SET heartbeat_at = :now, run_dir = COALESCE(:run_dir, run_dir) "
+            "WHERE id = :id AND state = 'running'",
+            now=time.time(), run_dir=run_dir, id=run_id,
+        )  # fmt: skip
+
+    def append_history(self, db: Any, run_id: str, metrics: dict[str, Any]) -> None:
+        idx = self._exec(db, "SELECT COUNT(*) FROM history WHERE run_id = :id", {"id": run_id}).scalar()
+        self._exec(db, "INSERT INTO history (run_id, idx, metrics) VALUES (:id, :idx, :metrics)",
+                   {"id": run_id, "idx": idx, "metrics": json.dumps(metrics)})  # fmt: skip
+        self._exec(db, "UPDATE runs SET heartbeat_at = :now WHERE id = :id", {"now": time.time(), "id": run_id})
+
+    def request_stop(self, db: Any, run_ids: list[str]) -> None:
+        if run_ids:
+            self._exec(db, "UPDATE runs SET should_stop = 1 WHERE id = :id AND state = 'running'",
+                       [{"id": i} for i in run_ids])  # fmt: skip
+
+    def end_run(self, run_id: str, state: str, summary: dict | None = None, error: str | None = None) -> bool:
+        """Record a run's end, once: a run already ended (e.g. reaped as crashed) keeps its state."""
+        assert state in TERMINAL, state
+        changed = self._write(
+            "UPDATE runs SET state = :state, summary = COALESCE(:summary, summary), error = :error, ended_at = :now "
+            "WHERE id = :id AND state = 'running'",
+            state=state, summary=json.dumps(summary) if summary is not None else None, error=error, now=time.time(),
+            id=run_id,
+        )  # fmt: skip
+        return changed == 1
+
+    def reap_stale(self, db: Any, sweep_id: str, timeout_s: float) -> list[str]:
+        """Mark as crashed the running runs whose heartbeat is older than timeout_s, and those on this
+        host whose process is gone (no need to wait for the timeout there; another host's pid means nothing
+        here)."""
+        now, host = time.time(), host_name()
+        reaped = []
+        rows = self._exec(db, "SELECT id, pid, host, heartbeat_at FROM runs WHERE sweep_id = :s AND state = 'running'",
+                          {"s": sweep_id}).fetchall()  # fmt: skip
+        for r in rows:
+            if r.heartbeat_at < now - timeout_s:
+                error = f"no heartbeat for {timeout_s:.0f}s: its process died"
+            elif r.host == host and r.pid and not _alive(r.pid):
+                error = f"its process {r.pid} is gone"
+            else:
+                continue
+            self._exec(db, "UPDATE runs SET state = 'crashed', error = :error, ended_at = :now WHERE id = :id",
+                       {"error": error, "now": now, "id": r.id})  # fmt: skip
+            reaped.append(r.id)
+        return reaped
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if os.path.exists(f"/proc/{pid}/stat"):  # a zombie (exited, not yet reaped by its agent) is gone too
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    return True
+
+
+def _sweep(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "config": json.loads(row["config"])}
+
+
+def _run(row: dict[str, Any]) -> dict[str, Any]:
+    run = dict(row)
+    run["config"] = json.loads(row["config"])
+    run["summary"] = json.loads(row["summary"]) if row["summary"] else {}
+    run["search_info"] = json.loads(row["search_info"]) if row["search_info"] else None
+    return run
