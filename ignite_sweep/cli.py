@@ -53,8 +53,20 @@ KillDelayOpt = Annotated[
                  "program's process group (default: $WANDB_AGENT_KILL_DELAY, else 30, as wandb agent).",
                  show_default=False),
 ]  # fmt: skip
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", envvar="IGNITE_SWEEP_STORE", show_default=False,
+                 help="The local backend's store: a path or sqlite:///path (default $IGNITE_SWEEP_DIR/sweeps.db), or "
+                 "postgresql://user:password@host:port/db shared by agents on many machines."),
+]  # fmt: skip
 SlotOpt = Annotated[str | None, typer.Option(hidden=True, help="Internal: this agent is one slot of a pool.")]
 SweepIdArg = Annotated[str, typer.Argument(help="local/<id> or entity/project/<id>, as `create` printed.")]
+
+
+def _use_store(store: str | None) -> None:
+    """--store for this command and every agent it starts (pool slots read it from the environment)."""
+    if store:
+        os.environ["IGNITE_SWEEP_STORE"] = store
 
 
 def _err(message: str) -> None:
@@ -139,8 +151,10 @@ def create(
     backend: BackendOpt = "auto",
     project: ProjectOpt = None,
     entity: EntityOpt = None,
+    store: StoreOpt = None,
 ) -> None:
     """Validate a W&B sweep YAML and register the sweep. The last line printed is the sweep id alone."""
+    _use_store(store)
     _create(sweep_file, backend, project, entity)
 
 
@@ -154,6 +168,7 @@ def agent(
     workers: WorkersOpt = None,
     stagger: StaggerOpt = 2.0,
     kill_delay: KillDelayOpt = None,
+    store: StoreOpt = None,
     slot: SlotOpt = None,
 ) -> None:
     """Run the sweep's runs until it is exhausted, --count is reached, it is stopped, or Ctrl-C.
@@ -163,6 +178,7 @@ def agent(
     crashed runs are taken before new ones. With --gpus or --workers, one agent per slot with a live view;
     --count is then per slot.
     """
+    _use_store(store)
     _agent(sweep_id, count, max_consecutive_failures, gpus, per_gpu, workers, stagger, slot, kill_delay)
 
 
@@ -179,15 +195,18 @@ def run_sweep(
     workers: WorkersOpt = None,
     stagger: StaggerOpt = 2.0,
     kill_delay: KillDelayOpt = None,
+    store: StoreOpt = None,
 ) -> None:
     """Create a sweep from SWEEP_FILE, then run an agent (or a pool of them) on it."""
+    _use_store(store)
     sweep_id = _create(sweep_file, backend, project, entity)
     _agent(sweep_id, count, max_consecutive_failures, gpus, per_gpu, workers, stagger, kill_delay=kill_delay)
 
 
 @app.command("ls")
-def list_sweeps() -> None:
-    """List the sweeps in the local store ($IGNITE_SWEEP_DIR, default ./.ignite-sweep), one line each."""
+def list_sweeps(store: StoreOpt = None) -> None:
+    """List the sweeps in the local store (--store, default ./.ignite-sweep/sweeps.db), one line each."""
+    _use_store(store)
     from ignite_sweep.backends.local import LocalBackend
 
     sweeps = LocalBackend().sweeps()
@@ -202,8 +221,10 @@ def list_sweeps() -> None:
 def status(
     sweep_id: SweepIdArg,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: {sweep, runs}.")] = False,
+    store: StoreOpt = None,
 ) -> None:
     """Table of the sweep's runs (id, state, params, metric, epochs, runtime, error), best run marked."""
+    _use_store(store)
     from ignite_sweep.backends import backend_for_sweep
     from ignite_sweep.report.tables import status_json, status_table
 
@@ -216,8 +237,9 @@ def status(
 
 
 @app.command()
-def best(sweep_id: SweepIdArg) -> None:
+def best(sweep_id: SweepIdArg, store: StoreOpt = None) -> None:
     """Print the best run's config as YAML, ready for `python -m ignite_sweep.train --config`."""
+    _use_store(store)
     from ignite_sweep.backends import backend_for_sweep
     from ignite_sweep.errors import BackendError
     from ignite_sweep.report.tables import best_yaml
@@ -232,9 +254,10 @@ def best(sweep_id: SweepIdArg) -> None:
 def _state_command(name: str, doc: str, done: str) -> None:
     """`stop`, `cancel`, `pause`, `resume`: W&B's `wandb sweep --<name>`, on either backend."""
 
-    def command(sweep_id: SweepIdArg) -> None:
+    def command(sweep_id: SweepIdArg, store: StoreOpt = None) -> None:
         from ignite_sweep.backends import backend_for_sweep
 
+        _use_store(store)
         getattr(backend_for_sweep(sweep_id), name)(sweep_id)
         _err(done.format(id=sweep_id))
 
@@ -257,9 +280,11 @@ def report(
     sweep_id: SweepIdArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
     png: Annotated[Path | None, typer.Option(help="Also write a static PNG summary here.")] = None,
+    store: StoreOpt = None,
 ) -> None:
     """Write an offline HTML report: parallel coordinates, parameter importance, optimisation history,
     validation curves and the run table (plotly embedded: no network needed to open it)."""
+    _use_store(store)
     from ignite_sweep.backends import backend_for_sweep
     from ignite_sweep.report.html import collect, write_html, write_png
 
@@ -277,9 +302,11 @@ def sync(
     project: ProjectOpt = None,
     entity: EntityOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the wandb sync command, run nothing.")] = False,
+    store: StoreOpt = None,
 ) -> None:
     """Upload a local sweep's offline runs to W&B (wandb sync), grouped under the sweep's name and tagged
     local-sweep-<id>. Needs a W&B login and network."""
+    _use_store(store)
     import shlex
 
     from ignite_sweep.report.sync import sync as do_sync

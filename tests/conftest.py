@@ -65,3 +65,50 @@ def wandb_standin(tmp_path: Path, offline_wandb: Path) -> Iterator[Any]:
     finally:
         server.stop()
     assert not server.unanswered, f"operations the stand-in did not answer: {server.unanswered}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server: the one .ci/run started (IGNITE_SWEEP_TEST_POSTGRES), else one started here
+    from Debian's postgresql package. Skipped only where neither is possible and IGNITE_SWEEP_REQUIRE_POSTGRES
+    is not set (CI sets it: there the PostgreSQL tests must run)."""
+    import pg_server
+
+    url = os.environ.get("IGNITE_SWEEP_TEST_POSTGRES")
+    if url:
+        yield url
+        return
+    if not pg_server.available():
+        if os.environ.get("IGNITE_SWEEP_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required (IGNITE_SWEEP_REQUIRE_POSTGRES) but initdb/pg_ctl are missing")
+        pytest.skip("no PostgreSQL server: install Debian's postgresql package (CI does)")
+    root = Path("/tmp") / f"ignite-sweep-pg-{os.getpid()}"  # short: the socket path must fit in 107 bytes
+    url = pg_server.start(root)
+    try:
+        yield url
+    finally:
+        pg_server.stop(root)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh database on the server for one test."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The same test on a real SQLite file and on a real PostgreSQL database; set as IGNITE_SWEEP_STORE so the
+    CLI and agents in subprocesses use it too."""
+    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    monkeypatch.setenv("IGNITE_SWEEP_STORE", url)
+    return url

@@ -172,8 +172,10 @@ class LocalStore:
                     self._migrate(conn)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             engine.dispose()
-            raise BackendError(f"sweep store {self if self.dialect == 'sqlite' else _safe(self.url)}: "
-                               f"{_first_line(exc)}") from None  # fmt: skip
+            if self.dialect == "sqlite":
+                raise BackendError(f"sweep store {self}: {_first_line(exc)}") from None
+            raise BackendError(f"sweep store '{_safe(self.url)}': {_first_line(exc)} (is the server up, and are the "
+                               "URL's user, password and database right?)") from None  # fmt: skip
         return engine
 
     def _lock(self, conn: Any) -> None:
