@@ -10,7 +10,7 @@ With ``--kind program`` the sweep runs a trivial program of the user's own (``wa
 ``finish``) as ``wandb agent`` would; its overhead is (wall - runs x the program run alone) / runs, the program run
 alone being measured in the same invocation (``program_alone_s``).
 Usage: python benchmarks/overhead.py [--runs 20] [--method grid|random|bayes] [--backend local|wandb|both]
-                                     [--kind builtin|program]
+                                     [--kind builtin|program] [--store URL]
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ def main() -> None:
     parser.add_argument("--method", default="random", choices=["grid", "random", "bayes"])
     parser.add_argument("--backend", default="local", choices=["local", "wandb", "both"])
     parser.add_argument("--kind", default="builtin", choices=["builtin", "program"])
+    parser.add_argument("--store", default=None, help="the local backend's store URL (default: a SQLite file)")
     args = parser.parse_args()
+    if args.store:
+        os.environ["IGNITE_SWEEP_STORE"] = args.store
     if args.kind == "program":
         program_overhead(args.runs, args.method)
         return
