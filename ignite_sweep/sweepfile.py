@@ -92,13 +92,7 @@ def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[st
             raise ConfigError(
                 f"{source}: key 'parameters.{name}': expected a mapping such as {{value: ...}} or {{values: [...]}}"
             )
-    from ignite_sweep.sweep_schema import schema_problems
-
-    problems, deprecated = schema_problems(config)
-    if problems:
-        raise ConfigError(f"{source}: {problems[0]}")
-    for message in deprecated:
-        (warn or _warn)(f"{source}: {message}")
+    _check_schema(config, source, warn)
     metric = config.get("metric")
     if metric is not None:
         name = metric.get("name")
@@ -106,9 +100,7 @@ def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[st
             close = difflib.get_close_matches(str(name), list(LOGGED_METRICS), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"{source}: key 'metric.name': got {name!r}, allowed: {' | '.join(LOGGED_METRICS)}{hint}")
-    needs_metric = method == "bayes" or "early_terminate" in config or "target" in (metric or {})
-    if needs_metric and metric is None:
-        raise ConfigError(f"{source}: key 'metric': method {method} and early_terminate need a metric to optimise")
+    _check_needs_metric(config, source)
     try:
         _check_values(config)
         _dry_run(config)
@@ -155,13 +147,7 @@ def is_program_sweep(config: dict[str, Any]) -> bool:
 def _validate_program_sweep(config: dict[str, Any], source: str, warn: Callable[[str], None] | None,
                             program: bool = True) -> dict[str, Any]:  # fmt: skip
     """W&B's schema and the engine's dry run; names and values are the program's, so nothing more to check."""
-    from ignite_sweep.sweep_schema import schema_problems
-
-    problems, deprecated = schema_problems(config)
-    if problems:
-        raise ConfigError(f"{source}: {problems[0]}")
-    for message in deprecated:
-        (warn or _warn)(f"{source}: {message}")
+    _check_schema(config, source, warn)
     command = config.get("command")
     if command is not None and (not isinstance(command, list) or not command):
         raise ConfigError(f"{source}: key 'command': expected a list such as "
@@ -172,16 +158,30 @@ def _validate_program_sweep(config: dict[str, Any], source: str, warn: Callable[
     if uses_program and not Path(str(config["program"])).exists():
         (warn or _warn)(f"{source}: program {config['program']!r} is not in {os.getcwd()}: agents run it from the "
                         "folder they start in, as wandb agent does")  # fmt: skip
-    metric = config.get("metric")
-    needs_metric = config["method"] == "bayes" or "early_terminate" in config or "target" in (metric or {})
-    if needs_metric and metric is None:
-        raise ConfigError(f"{source}: key 'metric': method {config['method']} and early_terminate need a metric "
-                          "to optimise")  # fmt: skip
+    _check_needs_metric(config, source)
     try:
         _dry_run(config, check=False)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return dict(config)
+
+
+def _check_schema(config: dict[str, Any], source: str, warn: Callable[[str], None] | None) -> None:
+    """W&B's schema: a violation is one line; what W&B accepts with a warning goes to ``warn``."""
+    from ignite_sweep.sweep_schema import schema_problems
+
+    problems, deprecated = schema_problems(config)
+    if problems:
+        raise ConfigError(f"{source}: {problems[0]}")
+    for message in deprecated:
+        (warn or _warn)(f"{source}: {message}")
+
+
+def _check_needs_metric(config: dict[str, Any], source: str) -> None:
+    metric = config.get("metric")
+    if metric is None and (config["method"] == "bayes" or "early_terminate" in config):
+        raise ConfigError(f"{source}: key 'metric': method {config['method']} and early_terminate need a metric "
+                          "to optimise")  # fmt: skip
 
 
 def _warn(message: str) -> None:
