@@ -31,9 +31,9 @@ def sweep_file(tmp: Path, name: str = "sweep.yaml", **config: Any) -> Path:
 
 
 def cli(*args: str, timeout: float = 300, **popen: Any) -> subprocess.CompletedProcess[str]:
+    popen.setdefault("env", dict(os.environ))
     return subprocess.run(
-        [sys.executable, "-m", "ignite_sweep", *args], capture_output=True, text=True, timeout=timeout,
-        env=dict(os.environ), **popen,
+        [sys.executable, "-m", "ignite_sweep", *args], capture_output=True, text=True, timeout=timeout, **popen,
     )  # fmt: skip
 
 

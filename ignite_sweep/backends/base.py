@@ -43,6 +43,12 @@ class RunRecord:
     slot: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     continues: str | None = None  # the run this one runs again (a crashed or interrupted one)
+    resumed_epoch: int | None = None  # the epoch it resumed after, from the checkpoint of the run it continues
+
+    @property
+    def epoch(self) -> int:
+        """Evaluations so far (resumed ones included), also while it runs."""
+        return len(self.history)
 
     def metric(self, name: str) -> float | None:
         value = self.summary.get(name)
@@ -60,6 +66,8 @@ class RunRecord:
             "runtime_s": self.runtime_s,
             "slot": self.slot,
             "continues": self.continues,
+            "resumed_epoch": self.resumed_epoch,
+            "epoch": self.epoch,
         }
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from ignite_sweep.backends.base import RESULT_STATES, AgentResult, Backend, RunRecord, SweepRecord
@@ -132,6 +133,7 @@ class LocalBackend(Backend):
                     slot=row["slot"],
                     history=row["history"],
                     continues=row["retry_of"],
+                    resumed_epoch=row.get("resumed_epoch"),
                 )  # fmt: skip
             )
         return records
@@ -364,7 +366,16 @@ class LocalBackend(Backend):
                 emit({"event": "eval", "run": run_id, "epoch": metrics.get("epoch"), "metrics": metrics})
                 return child.report(run_id, metrics)
 
-            summary = train(cfg, reporter=reporter, run=starting)
+            folder = checkpoint_root() / short_id(sweep.id)
+            retry_of = run.get("retry_of")
+
+            def resumed(epoch: int) -> None:  # the history of the run it continues, up to the checkpoint
+                with store.transaction() as db:
+                    store.resume_run(db, run_id, retry_of, epoch)
+                emit({"event": "resume", "run": run_id, "epoch": epoch})
+
+            summary = train(cfg, reporter=reporter, run=starting, checkpoint_dir=folder / run_id,
+                            resume_from=folder / retry_of if retry_of else None, on_resume=resumed)  # fmt: skip
             summary["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")  # as the run saw it
             store.heartbeat(run_id, run_dir=os.path.dirname(starting.result().dir))
         except IgniteSweepError as exc:
@@ -494,6 +505,13 @@ class LocalBackend(Backend):
     def _project(self, sweep: SweepRecord) -> str:
         row = self.store.sweep(short_id(sweep.id)) or {}
         return str(row.get("project") or "ignite-sweep")
+
+
+def checkpoint_root() -> Path:
+    """Where runs keep their resume checkpoints: ``IGNITE_SWEEP_CHECKPOINTS``, else ``$IGNITE_SWEEP_DIR/checkpoints``.
+    On a cluster, a folder every node sees (a retry may run on another node)."""
+    explicit = os.environ.get("IGNITE_SWEEP_CHECKPOINTS")
+    return Path(explicit or Path(os.environ.get("IGNITE_SWEEP_DIR", ".ignite-sweep")) / "checkpoints").expanduser()
 
 
 def program_outcome(code: int, stopped_by: str | None, agent_interrupted: bool, killed: bool,

@@ -28,8 +28,9 @@ from typing import Any
 from ignite_sweep.backends.base import RUN_STATES
 from ignite_sweep.errors import BackendError
 
-SCHEMA_VERSION = 1
-"""1: sweeps, runs, history and the meta table (stores created before the meta table are version 0: same tables)."""
+SCHEMA_VERSION = 2
+"""1: sweeps, runs, history and the meta table (stores created before the meta table are version 0: same tables).
+2: runs.resumed_epoch (the epoch a retried run resumed after, from its predecessor's checkpoint)."""
 ADVISORY_LOCK = 0x1A17E5EE  # PostgreSQL: the store's one write lock
 TERMINAL = tuple(s for s in RUN_STATES if s != "running")
 
@@ -90,6 +91,7 @@ def _tables() -> Any:
         Column("heartbeat_at", Float),
         Column("started_at", Float, nullable=False),
         Column("ended_at", Float),
+        Column("resumed_epoch", Integer),
     )  # fmt: skip
     Index("runs_by_sweep", runs.c.sweep_id, runs.c.seq)
     Table(
@@ -186,6 +188,7 @@ class LocalStore:
 
     def _migrate(self, conn: Any) -> None:
         """Create the tables on first use; bring an older store up to ``SCHEMA_VERSION``."""
+        from sqlalchemy import inspect as sqlalchemy_inspect
         from sqlalchemy import text
 
         meta = _tables()
@@ -195,8 +198,13 @@ class LocalStore:
         if version > SCHEMA_VERSION:
             raise BackendError(f"sweep store {self}: schema version {version} is newer than this ignite-sweep's "
                                f"({SCHEMA_VERSION}); upgrade ignite-sweep")  # fmt: skip
-        if version < 1:  # 0 -> 1: the meta table (just created); the other tables are unchanged
-            conn.execute(text("INSERT INTO meta (key, value) VALUES ('schema_version', :v)"), {"v": "1"})
+        columns = {c["name"] for c in sqlalchemy_inspect(conn).get_columns("runs")}
+        if "resumed_epoch" not in columns:  # 1 -> 2 (a table made before it existed)
+            conn.execute(text("ALTER TABLE runs ADD COLUMN resumed_epoch INTEGER"))
+        if version < SCHEMA_VERSION:
+            conn.execute(text("DELETE FROM meta WHERE key = 'schema_version'"))
+            conn.execute(text("INSERT INTO meta (key, value) VALUES ('schema_version', :v)"),
+                         {"v": str(SCHEMA_VERSION)})  # fmt: skip
 
     def close(self) -> None:
         self._closer()
@@ -314,6 +322,16 @@ class LocalStore:
         self._exec(db, "INSERT INTO history (run_id, idx, metrics) VALUES (:id, :idx, :metrics)",
                    {"id": run_id, "idx": idx, "metrics": json.dumps(metrics)})  # fmt: skip
         self._exec(db, "UPDATE runs SET heartbeat_at = :now WHERE id = :id", {"now": time.time(), "id": run_id})
+
+    def resume_run(self, db: Any, run_id: str, from_run: str, epoch: int) -> None:
+        """``run_id`` resumed ``from_run``'s checkpoint after ``epoch`` evaluations: its history starts with theirs."""
+        rows = self._exec(db, "SELECT metrics FROM history WHERE run_id = :r AND idx < :n ORDER BY idx",
+                          {"r": from_run, "n": epoch}).fetchall()  # fmt: skip
+        self._exec(db, "DELETE FROM history WHERE run_id = :r", {"r": run_id})
+        for idx, row in enumerate(rows):
+            self._exec(db, "INSERT INTO history (run_id, idx, metrics) VALUES (:r, :i, :m)",
+                       {"r": run_id, "i": idx, "m": row.metrics})  # fmt: skip
+        self._exec(db, "UPDATE runs SET resumed_epoch = :e WHERE id = :r", {"e": epoch, "r": run_id})
 
     def request_stop(self, db: Any, run_ids: list[str]) -> None:
         if run_ids:

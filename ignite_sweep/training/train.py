@@ -81,19 +81,19 @@ def build_optimizer(cfg: TrainConfig, model: Any) -> Any:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def attach_lr_schedule(trainer: Any, optimizer: Any, cfg: TrainConfig, epoch_length: int) -> None:
-    """Per-iteration schedules through Ignite's param schedulers."""
+def attach_lr_schedule(trainer: Any, optimizer: Any, cfg: TrainConfig, epoch_length: int) -> Any:
+    """Per-iteration schedules through Ignite's param schedulers; returns the scheduler (None for "none")."""
     from ignite.engine import Events
     from ignite.handlers import CosineAnnealingScheduler, LRScheduler, create_lr_scheduler_with_warmup
     from torch.optim.lr_scheduler import StepLR
 
     total = cfg.epochs * epoch_length
     if cfg.lr_schedule == "none":
-        return
+        return None
     if cfg.lr_schedule == "step":
-        step = StepLR(optimizer, step_size=cfg.lr_step_epochs * epoch_length, gamma=cfg.lr_gamma)
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, LRScheduler(step))
-        return
+        scheduler = LRScheduler(StepLR(optimizer, step_size=cfg.lr_step_epochs * epoch_length, gamma=cfg.lr_gamma))
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, scheduler)
+        return scheduler
     warmup = round(cfg.warmup_epochs * epoch_length) if cfg.lr_schedule == "warmup-cosine" else 0
     cosine = CosineAnnealingScheduler(
         optimizer, "lr", start_value=cfg.lr, end_value=0.0, cycle_size=max(total - warmup, 2) + 1
@@ -103,6 +103,36 @@ def attach_lr_schedule(trainer: Any, optimizer: Any, cfg: TrainConfig, epoch_len
             cosine, warmup_start_value=0.0, warmup_end_value=cfg.lr, warmup_duration=warmup
         )
     trainer.add_event_handler(Events.ITERATION_STARTED, cosine)
+    return cosine
+
+
+class _Resumable:
+    """What a checkpoint holds besides Ignite's objects: the best/last metrics, the shuffling generator and
+    torch's RNG, so that a resumed run goes on as the interrupted one would have."""
+
+    def __init__(self, state: dict[str, Any], batches: Any) -> None:
+        self.state, self.batches = state, batches
+
+    def state_dict(self) -> dict[str, Any]:
+        import torch
+
+        return {"best": dict(self.state["best"]), "last": dict(self.state["last"]),
+                "shuffle": self.batches._generator.get_state(), "torch_rng": torch.get_rng_state()}  # fmt: skip
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        import torch
+
+        self.state["best"], self.state["last"] = dict(saved["best"]), dict(saved["last"])
+        self.batches._generator.set_state(saved["shuffle"])
+        torch.set_rng_state(saved["torch_rng"])
+
+
+def latest_checkpoint(folder: str | Path | None) -> Path | None:
+    """The newest resume checkpoint in a run's checkpoint folder (``resume_checkpoint_<epoch>.pt``)."""
+    if folder is None or not Path(folder).is_dir():
+        return None
+    found = sorted(Path(folder).glob("resume_checkpoint_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+    return found[-1] if found else None
 
 
 def build_loss(name: str) -> Callable[..., Any]:
@@ -119,8 +149,15 @@ def build_loss(name: str) -> Callable[..., Any]:
     return import_factory(name, "loss")
 
 
-def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
+          checkpoint_dir: str | Path | None = None, resume_from: str | Path | None = None,
+          on_resume: Callable[[int], None] | None = None) -> dict[str, Any]:  # fmt: skip
     """Train one model as ``cfg`` says, log it to W&B and return the run's summary.
+
+    With ``checkpoint_dir``, an Ignite ``Checkpoint`` of trainer, model, optimizer, lr scheduler, metrics and RNG
+    state is saved there after every epoch's evaluation (the last one kept). With ``resume_from`` (another run's
+    checkpoint folder), training goes on after its last saved epoch (``on_resume(epoch)`` is told which); a
+    checkpoint that cannot be read means a fresh start, with a warning.
 
     Inside a W&B agent the active run is reused; otherwise a run is started (and finished here).
     ``run`` may be a wandb run, or a Future of one started while the data loads (the local agent does so).
@@ -161,7 +198,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
     )
     timer = Timer(average=False)
     timer.attach(trainer, start=Events.STARTED, resume=Events.EPOCH_STARTED, pause=Events.EPOCH_COMPLETED)
-    attach_lr_schedule(trainer, optimizer, cfg, len(train_batches))
+    scheduler = attach_lr_schedule(trainer, optimizer, cfg, len(train_batches))
 
     # Outcome bookkeeping: status and best metrics
     metric_key = cfg.metric.split("/", 1)[1]
@@ -198,9 +235,9 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
         best["val/accuracy"] = max(best.get("val/accuracy", -math.inf), metrics["val/accuracy"])
         best["val/loss"] = min(best.get("val/loss", math.inf), metrics["val/loss"])
 
-    checkpoint_dir = Path(run.dir).parent / "checkpoints" if run is not None else Path(tempfile.mkdtemp())
+    best_dir = Path(run.dir).parent / "checkpoints" if run is not None else Path(tempfile.mkdtemp())
     checkpoint = ModelCheckpoint(
-        str(checkpoint_dir),
+        str(best_dir),
         filename_prefix="best",
         n_saved=1,
         score_function=score,
@@ -218,6 +255,45 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
         def mark_early_stop(_: Any) -> None:
             if early.counter >= early.patience and state["status"] == "finished":
                 state["status"] = "early-stopped"
+
+    # Resume checkpoints: saved after each whole epoch's evaluation, before the sweep hears of it, so that an
+    # evaluation the store has is one a retry can resume after.
+    to_save: dict[str, Any] = {"trainer": trainer, "model": model, "optimizer": optimizer,
+                               "bookkeeping": _Resumable(state, train_batches)}  # fmt: skip
+    if scheduler is not None:
+        to_save["lr_scheduler"] = scheduler
+    if cfg.patience > 0:
+        to_save["early_stopping"] = early
+    resumed_epoch = None
+    source = latest_checkpoint(resume_from)
+    if source is not None:
+        from ignite.handlers import Checkpoint
+
+        try:
+            Checkpoint.load_objects(to_load=to_save, checkpoint=torch.load(source, map_location=device,
+                                                                          weights_only=False))  # fmt: skip
+            resumed_epoch = trainer.state.epoch
+            if checkpoint_dir is not None:  # this run's folder starts with it: a retry of this run resumes there too
+                import shutil
+
+                Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, Path(checkpoint_dir) / source.name)
+        except Exception as exc:  # noqa: BLE001 - a torn or foreign file: start again rather than fail the run
+            print(f"warning: checkpoint {source} could not be read ({type(exc).__name__}: {exc}); "
+                  "starting from epoch 0", file=sys.stderr)  # fmt: skip
+        if resumed_epoch is not None and on_resume is not None:
+            on_resume(resumed_epoch)
+    if checkpoint_dir is not None:
+        from ignite.handlers import Checkpoint, DiskSaver
+
+        saver = Checkpoint(to_save, DiskSaver(str(checkpoint_dir), require_empty=False, create_dir=True),
+                           filename_prefix="resume", n_saved=1,
+                           global_step_transform=lambda *_: trainer.state.epoch)  # fmt: skip
+
+        @evaluator.on(Events.COMPLETED)
+        def save_for_resume(engine: Any) -> None:
+            if trainer.state.iteration % len(train_batches) == 0 and not diverged():  # whole epochs only
+                saver(engine)
 
     if reporter is not None:
 
@@ -266,9 +342,11 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None) -
             **{f"best/{k}": v for k, v in state["best"].items()},
             **state["last"],
             "iterations": trainer.state.iteration,
+            "resumed_epoch": resumed_epoch,
             "train_time_s": train_time,
             "run_time_s": time.perf_counter() - started,  # training and evaluation
-            "samples_per_s": trainer.state.iteration * cfg.batch_size / train_time if train_time else 0.0,
+            "samples_per_s": (trainer.state.iteration - (resumed_epoch or 0) * len(train_batches)) * cfg.batch_size
+            / train_time if train_time else 0.0,
         }
         best_file = Path(checkpoint.last_checkpoint) if checkpoint.last_checkpoint else None
         summary["checkpoint"] = str(best_file) if best_file else None
