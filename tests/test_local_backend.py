@@ -236,7 +236,7 @@ def test_stale_heartbeat_is_reaped_and_retried(offline_wandb: Path) -> None:
     config = validate_sweep({"method": "grid", "parameters": {"lr": {"values": [0.1, 0.2]}, **FAST}})
     sweep_id = backend.create(config)
     first, _ = backend.claim(sweep_id)
-    store.conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (time.time() - 60, first["id"]))
+    store._write("UPDATE runs SET heartbeat_at = :t WHERE id = :id", t=time.time() - 60, id=first["id"])
     retry, _ = backend.claim(sweep_id)  # its agent died with it: no heartbeat for 60 s
     crashed = store.run(first["id"])
     assert crashed["state"] == "crashed" and "no heartbeat" in crashed["error"]
