@@ -157,7 +157,7 @@ class LocalStore:
             if url.startswith("postgresql://"):
                 url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
             try:
-                engine = sqlalchemy.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4,
+                engine = sqlalchemy.create_engine(url, pool_pre_ping=True, pool_size=1, max_overflow=2,
                                                   connect_args={"connect_timeout": 10})  # fmt: skip
             except ImportError:
                 raise BackendError(f"sweep store '{_safe(self.url)}': the PostgreSQL driver is not installed; "
