@@ -271,6 +271,10 @@ class LocalBackend(Backend):
             )
         if not program:  # a program imports what it needs itself: no torch in the agent
             warm_up("sweeps")
+        else:
+            from ignite_sweep.execution.program import warm_up_programs
+
+            warm_up_programs()
         if function is not None:
             trial: Callable[..., int] = functools.partial(self._program_trial, function=function)
         else:
