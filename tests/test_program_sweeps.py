@@ -20,7 +20,7 @@ import yaml
 from sweep_helpers import cli, create, start_agent, store_runs, wait_for
 
 from ignite_sweep.execution.program import build_command
-from ignite_sweep.execution.wandb_file import history, run_file
+from ignite_sweep.execution.wandb_file import history, run_file, summary
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own-script"
 
@@ -279,6 +279,9 @@ def test_the_python_api_runs_a_notebook_style_function_with_live_metrics_and_sto
     assert [r["state"] for r in runs] == ["finished", "finished", "stopped"], [(r["state"], r["error"]) for r in runs]
     assert [h["acc"] for h in runs[0]["history"]] == pytest.approx([0.3, 0.6, 0.9, 1.2])
     assert runs[0]["summary"]["acc"] == pytest.approx(1.2) and len(runs[2]["history"]) < 4
+    stopped = runs[2]
+    assert stopped["summary"]["exit_code"] == -signal.SIGTERM  # ended by the stop's signal, after:
+    assert "acc" in summary(run_file(Path(stopped["run_dir"])))  # its wandb run was finished, not cut off
 
 
 def test_a_function_sweep_run_without_its_function_is_one_clear_line(in_tmp: Path) -> None:

@@ -183,6 +183,16 @@ def function_env(base: dict[str, str], run_env: dict[str, str], metrics_path: Pa
     return env
 
 
+class _Stop(BaseException):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, _frame: Any) -> None:
+    raise _Stop(signum)
+
+
 class _ForkedFunction:
     """A user function (what one hands ``wandb.agent``) in a forked process, answering as a ``Popen`` does."""
 
@@ -202,13 +212,19 @@ class _ForkedFunction:
                 os.dup2(devnull, 0)
                 for fd in (read_fd, stderr_fd, devnull):
                     os.close(fd)
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a stop unwinds the function
+                    signal.signal(sig, _raise_stop)
                 os.environ.clear()
                 os.environ.update(env)
                 _load_hook().install_in_process(env["IGNITE_SWEEP_METRICS_FILE"])
                 function()
                 code = 0
+            except _Stop as stop:  # finish its wandb run, then end by the signal, as an unhandled one would
+                _finish_wandb(128 + stop.signum)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                signal.signal(stop.signum, signal.SIG_DFL)
+                os.kill(os.getpid(), stop.signum)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
                 if not isinstance(exc.code, (int, type(None))):
