@@ -191,9 +191,13 @@ class LocalStore:
         from sqlalchemy import inspect as sqlalchemy_inspect
         from sqlalchemy import text
 
-        meta = _tables()
-        meta.create_all(conn, checkfirst=True)
-        row = conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).fetchone()
+        version_sql = text("SELECT value FROM meta WHERE key = 'schema_version'")
+        if sqlalchemy_inspect(conn).has_table("meta"):  # every run's process opens the store: one query if current
+            row = conn.execute(version_sql).fetchone()
+            if row and int(row[0]) == SCHEMA_VERSION:
+                return
+        _tables().create_all(conn, checkfirst=True)
+        row = conn.execute(version_sql).fetchone()
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
             raise BackendError(f"sweep store {self}: schema version {version} is newer than this ignite-sweep's "
