@@ -119,19 +119,18 @@ def _spec_values(spec: Any) -> list[Any]:
 
 def _user_factory_parameters(parameters: dict[str, Any], source: str) -> tuple[set[str], bool]:
     """(the parameters the sweep's user model/dataset factories take by name, whether one takes ``**kwargs``)."""
-    from ignite_sweep.training.config import factory_parameters
+    from ignite_sweep.training.config import factories_take
 
     taken: set[str] = set()
     takes_any = False
     for kind in ("model", "dataset"):
-        for value in _spec_values(parameters.get(kind)):
-            if isinstance(value, str) and ":" in value:
-                try:
-                    accepts = factory_parameters(value, kind)
-                except IgniteSweepError as exc:
-                    raise ConfigError(f"{source}: key 'parameters.{kind}': {exc}") from None
-                takes_any |= accepts is None
-                taken |= accepts or set()
+        specs = [(kind, v) for v in _spec_values(parameters.get(kind)) if isinstance(v, str) and ":" in v]
+        try:
+            kind_takes, kind_takes_any = factories_take(specs)
+        except IgniteSweepError as exc:
+            raise ConfigError(f"{source}: key 'parameters.{kind}': {exc}") from None
+        taken |= kind_takes
+        takes_any |= kind_takes_any
     return taken, takes_any
 
 

@@ -90,16 +90,31 @@ def emit(event: dict) -> None:
         sys.stdout.flush()
 
 
-def die_with_parent() -> None:
-    """Linux: the run dies (SIGKILL) if its agent dies, instead of running on as an orphan; its run is
-    then found crashed (its pid is gone) and offered again."""
+def parent_death_signal() -> Callable[[], bool]:
+    """A call that makes the calling process die (SIGKILL) when its parent dies (Linux; elsewhere it does
+    nothing and says False). libc is looked up now, so the call is safe between fork and exec."""
+    prctl = None
     if sys.platform.startswith("linux"):
         import ctypes
 
         try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
         except OSError:
-            pass
+            prctl = None
+
+    def arm() -> bool:
+        if prctl is None:
+            return False
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        return True
+
+    return arm
+
+
+def die_with_parent() -> None:
+    """Linux: the run dies (SIGKILL) if its agent dies, instead of running on as an orphan; its run is
+    then found crashed (its pid is gone) and offered again."""
+    parent_death_signal()()
 
 
 def set_threads() -> None:

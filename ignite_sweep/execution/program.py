@@ -123,23 +123,15 @@ def program_env(base: dict[str, str], run_env: dict[str, str], metrics_path: Pat
 def _new_group_dying_with_parent() -> Callable[[], None]:
     """What runs in the program's process between fork and exec: its own process group (as W&B's agent), and
     on Linux a SIGKILL when the supervising process dies, so that a killed agent leaves no orphan training."""
-    prctl = None
-    if sys.platform.startswith("linux"):
-        import ctypes
+    from ignite_sweep.execution.process import parent_death_signal
 
-        try:
-            prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl  # looked up before the fork
-        except OSError:
-            prctl = None
-
+    arm = parent_death_signal()
     parent = os.getpid()
 
     def before_exec() -> None:
         os.setpgid(0, 0)
-        if prctl is not None:
-            prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-            if os.getppid() != parent:  # the supervisor died before the line above: do not run as an orphan
-                os._exit(1)
+        if arm() and os.getppid() != parent:  # the supervisor died before it was armed: do not run as an orphan
+            os._exit(1)
 
     return before_exec
 

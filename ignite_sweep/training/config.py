@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,13 +121,8 @@ class TrainConfig:
         if not self.factory_args:
             return
         known = [f.name for f in dataclasses.fields(self) if f.name != "factory_args"]
-        taken: set[str] = set()
-        takes_any = False
-        for kind, spec in (("model", self.model), ("dataset", self.dataset)):
-            if ":" in spec:
-                accepts = factory_parameters(spec, kind)
-                takes_any |= accepts is None
-                taken |= accepts or set()
+        taken, takes_any = factories_take((kind, spec) for kind, spec in (("model", self.model),
+                                                                         ("dataset", self.dataset)) if ":" in spec)
         for key in self.factory_args:
             if key in BUILTIN_FACTORY_ARGS["model"] + BUILTIN_FACTORY_ARGS["dataset"]:
                 raise ConfigError(f"hyperparameter '{key}': the trainer passes it to the factory itself "
@@ -136,6 +131,18 @@ class TrainConfig:
                 names = known + sorted(taken)
                 where = f" (nor a parameter of {' or '.join(s for s in (self.model, self.dataset) if ':' in s)})"
                 raise ConfigError(unknown_key_message(key, names, what="hyperparameter") + (where if taken else ""))
+
+
+def factories_take(factories: Iterable[tuple[str, str]]) -> tuple[set[str], bool]:
+    """For user factories as (kind, ``package.module:factory``): the parameters they take by name, and whether
+    one takes ``**kwargs`` (then any name goes)."""
+    taken: set[str] = set()
+    takes_any = False
+    for kind, spec in factories:
+        accepts = factory_parameters(spec, kind)
+        takes_any |= accepts is None
+        taken |= accepts or set()
+    return taken, takes_any
 
 
 def factory_parameters(spec: str, kind: str) -> set[str] | None:
