@@ -163,6 +163,24 @@ def test_a_store_made_by_an_older_version_keeps_working(tmp_path: Path) -> None:
     assert run is not None and run["config"] == {"lr": 0.2}  # the engine saw the old run: the next grid point
 
 
+def test_a_version_2_store_gains_the_wandb_id_column(tmp_path: Path) -> None:
+    """Schema 2 (before runs.wandb_id): migrated when opened; its runs log to W&B runs of their own id."""
+    path = tmp_path / "v2.db"
+    LocalStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE runs DROP COLUMN wandb_id")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute("INSERT INTO sweeps (id, name, config, project, state, retries, created_at) "
+                     "VALUES ('s2', 'two', '{}', 'p', 'running', 2, 1.0)")  # fmt: skip
+        conn.execute("INSERT INTO runs (id, sweep_id, seq, state, config, started_at) "
+                     "VALUES ('r2', 's2', 1, 'finished', '{}', 1.0)")  # fmt: skip
+    store = LocalStore(path)
+    assert store.run("r2")["wandb_id"] == "r2"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert "wandb_id" in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+
+
 def test_a_store_from_a_newer_version_is_refused_in_one_line(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     LocalStore(path).close()

@@ -353,6 +353,21 @@ class WandbStandIn:
                   "project": {"id": "p1", "name": run.project, "entity": _entity(run.entity)}}  # fmt: skip
         return {"upsertBucket": {"bucket": bucket, "inserted": True}}
 
+    def op_RunResumeStatus(self, v: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 - resume="allow"/"must", sync
+        """What the SDK (runresume.go) reads to go on with a run: its last history rows (``historyTail``, a JSON
+        list of JSON rows; the next step is the last ``_step`` + 1), summary, config and ``wandbConfig.t`` (present
+        once the run has started). No such run: ``bucket`` is null (a new run under "allow")."""
+        run = self.runs.get(v.get("name") or "")
+        project = {"id": "p1", "name": v.get("project"), "entity": _entity(v.get("entity") or self.entity)}
+        if run is None or not run.online:
+            return {"model": {**project, "bucket": None}}
+        tail = [json.dumps(r) for r in run.history[-10:]]
+        bucket = {"id": _gql_id("Run", run.name), "name": run.name, "displayName": run.name, "notes": None,
+                  "summaryMetrics": json.dumps(run.summary), "logLineCount": 0, "historyLineCount": len(run.history),
+                  "eventsLineCount": 0, "historyTail": json.dumps(tail), "eventsTail": "[]",
+                  "config": json.dumps(run.config), "tags": run.tags, "wandbConfig": json.dumps({"t": 1})}  # fmt: skip
+        return {"model": {**project, "bucket": bucket}}
+
     def file_stream(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         run = self.runs.get(name)
         if run is None:

@@ -44,6 +44,7 @@ class RunRecord:
     history: list[dict[str, Any]] = field(default_factory=list)
     continues: str | None = None  # the run this one runs again (a crashed or interrupted one)
     resumed_epoch: int | None = None  # the epoch it resumed after, from the checkpoint of the run it continues
+    wandb_id: str | None = None  # the W&B run it logs to, when not its own id (a resumed retry: its predecessor's)
 
     @property
     def epoch(self) -> int:
@@ -68,6 +69,7 @@ class RunRecord:
             "continues": self.continues,
             "resumed_epoch": self.resumed_epoch,
             "epoch": self.epoch,
+            "wandb_id": self.wandb_id or self.id,
         }
 
 

@@ -134,6 +134,7 @@ class LocalBackend(Backend):
                     history=row["history"],
                     continues=row["retry_of"],
                     resumed_epoch=row.get("resumed_epoch"),
+                    wandb_id=row["wandb_id"],
                 )  # fmt: skip
             )
         return records
@@ -339,7 +340,7 @@ class LocalBackend(Backend):
         import wandb
 
         from ignite_sweep.training.config import TrainConfig
-        from ignite_sweep.training.train import train
+        from ignite_sweep.training.train import readable_checkpoint, train
 
         store = LocalStore(self.store.url)  # never share a connection across fork
         child = LocalBackend(store)
@@ -360,18 +361,26 @@ class LocalBackend(Backend):
             if metric and "metric" not in values:
                 values["metric"] = metric
             cfg = TrainConfig.from_dict(values)
+            folder = checkpoint_root() / short_id(sweep.id)
+            retry_of = run.get("retry_of")
+            # A retry that resumes a checkpoint goes on logging to the W&B run it continues (offline, a folder of
+            # its own with the same run id: `wandb sync` of both folders makes one run, steps continuing).
+            wandb_id, resume = run_id, None
+            if retry_of and readable_checkpoint(folder / retry_of) is not None:
+                wandb_id, resume = (store.run(retry_of) or {}).get("wandb_id") or retry_of, "allow"
+                store.heartbeat(run_id, wandb_id=wandb_id)
+                # The agent's shared wandb service may still hold the dead run's id ("run ID ... is in use"):
+                # this run gets a service of its own (as `wandb agent` gives its runs), about a second more.
+                os.environ.pop(wandb.env.SERVICE, None)
             # wandb.init (about half a second) runs while train() loads the data and builds the model.
             starting = ThreadPoolExecutor(1).submit(
-                wandb.init, id=run_id, project=self._project(sweep), group=sweep.name, job_type="sweep-run",
-                tags=[f"local-sweep-{short_id(sweep.id)}"], config=run["config"],
+                wandb.init, id=wandb_id, resume=resume, project=self._project(sweep), group=sweep.name,
+                job_type="sweep-run", tags=[f"local-sweep-{short_id(sweep.id)}"], config=run["config"],
             )  # fmt: skip
 
             def reporter(metrics: dict[str, Any]) -> bool:
                 emit({"event": "eval", "run": run_id, "epoch": metrics.get("epoch"), "metrics": metrics})
                 return child.report(run_id, metrics)
-
-            folder = checkpoint_root() / short_id(sweep.id)
-            retry_of = run.get("retry_of")
 
             def resumed(epoch: int) -> None:  # the history of the run it continues, up to the checkpoint
                 with store.transaction() as db:

@@ -17,17 +17,18 @@ from ignite_sweep.errors import BackendError, ConfigError
 
 
 def run_dirs(backend: LocalBackend, sweep_id: str) -> list[Path]:
-    """The offline run folders of a local sweep's runs that got as far as starting wandb."""
-    found = []
+    """The offline run folders of a local sweep's runs that got as far as starting wandb, oldest first.
+
+    A retry that resumed a checkpoint logged to its predecessor's W&B run id in a folder of its own: both
+    folders are given, and ``wandb sync`` uploads folders of one run id in order of start, as one run."""
+    found: dict[Path, None] = {}
     wandb_root = Path(os.environ.get("WANDB_DIR", ".")) / "wandb"
     for row in backend.store.runs(short_id(sweep_id)):
         if row["run_dir"] and Path(row["run_dir"]).is_dir():
-            found.append(Path(row["run_dir"]))
-            continue
-        matches = sorted(wandb_root.glob(f"offline-run-*-{row['id']}"))
-        if matches:
-            found.append(matches[-1])
-    return found
+            found[Path(row["run_dir"]).resolve()] = None
+        for match in sorted(wandb_root.glob(f"offline-run-*-{row['wandb_id']}")):  # a crashed run's, too
+            found[match.resolve()] = None
+    return sorted(found, key=lambda d: d.name)
 
 
 def sync_command(backend: LocalBackend, sweep_id: str, project: str | None, entity: str | None) -> list[str]:

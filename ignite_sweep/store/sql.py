@@ -28,9 +28,10 @@ from typing import Any
 from ignite_sweep.backends.base import RUN_STATES
 from ignite_sweep.errors import BackendError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: sweeps, runs, history and the meta table (stores created before the meta table are version 0: same tables).
-2: runs.resumed_epoch (the epoch a retried run resumed after, from its predecessor's checkpoint)."""
+2: runs.resumed_epoch (the epoch a retried run resumed after, from its predecessor's checkpoint).
+3: runs.wandb_id (the W&B run it logs to: its own id, or the run it resumed's W&B run; null means its own id)."""
 ADVISORY_LOCK = 0x1A17E5EE  # PostgreSQL: the store's one write lock
 TERMINAL = tuple(s for s in RUN_STATES if s != "running")
 
@@ -72,7 +73,7 @@ def _tables() -> Any:
     )  # fmt: skip
     runs = Table(
         "runs", meta,
-        Column("id", String(64), primary_key=True),  # also the wandb run id
+        Column("id", String(64), primary_key=True),  # also its wandb run id unless wandb_id says otherwise
         Column("sweep_id", String(64), nullable=False),
         Column("seq", Integer, nullable=False),  # order of creation within the sweep
         Column("state", String(16), nullable=False),  # running | finished | stopped | failed | crashed | interrupted
@@ -92,6 +93,7 @@ def _tables() -> Any:
         Column("started_at", Float, nullable=False),
         Column("ended_at", Float),
         Column("resumed_epoch", Integer),
+        Column("wandb_id", String(64)),
     )  # fmt: skip
     Index("runs_by_sweep", runs.c.sweep_id, runs.c.seq)
     Table(
@@ -205,6 +207,8 @@ class LocalStore:
         columns = {c["name"] for c in sqlalchemy_inspect(conn).get_columns("runs")}
         if "resumed_epoch" not in columns:  # 1 -> 2 (a table made before it existed)
             conn.execute(text("ALTER TABLE runs ADD COLUMN resumed_epoch INTEGER"))
+        if "wandb_id" not in columns:  # 2 -> 3
+            conn.execute(text("ALTER TABLE runs ADD COLUMN wandb_id VARCHAR(64)"))
         if version < SCHEMA_VERSION:
             conn.execute(text("DELETE FROM meta WHERE key = 'schema_version'"))
             conn.execute(text("INSERT INTO meta (key, value) VALUES ('schema_version', :v)"),
@@ -314,11 +318,11 @@ class LocalStore:
         self._write("UPDATE runs SET pid = :pid, heartbeat_at = :now WHERE id = :id", pid=pid, now=time.time(),
                     id=run_id)  # fmt: skip
 
-    def heartbeat(self, run_id: str, run_dir: str | None = None) -> None:
+    def heartbeat(self, run_id: str, run_dir: str | None = None, wandb_id: str | None = None) -> None:
         self._write(
-            "UPDATE runs SET heartbeat_at = :now, run_dir = COALESCE(:run_dir, run_dir) "
-            "WHERE id = :id AND state = 'running'",
-            now=time.time(), run_dir=run_dir, id=run_id,
+            "UPDATE runs SET heartbeat_at = :now, run_dir = COALESCE(:run_dir, run_dir), "
+            "wandb_id = COALESCE(:wandb_id, wandb_id) WHERE id = :id AND state = 'running'",
+            now=time.time(), run_dir=run_dir, wandb_id=wandb_id, id=run_id,
         )  # fmt: skip
 
     def append_history(self, db: Any, run_id: str, metrics: dict[str, Any]) -> None:
@@ -402,4 +406,5 @@ def _run(row: dict[str, Any]) -> dict[str, Any]:
     run["config"] = json.loads(row["config"])
     run["summary"] = json.loads(row["summary"]) if row["summary"] else {}
     run["search_info"] = json.loads(row["search_info"]) if row["search_info"] else None
+    run["wandb_id"] = row.get("wandb_id") or row["id"]
     return run

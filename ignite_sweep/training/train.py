@@ -135,6 +135,15 @@ def latest_checkpoint(folder: str | Path | None) -> Path | None:
     return found[-1] if found else None
 
 
+def readable_checkpoint(folder: str | Path | None) -> Path | None:
+    """The newest resume checkpoint if it is a whole ``torch.save`` archive (a zip with its central directory):
+    what decides, before the W&B run starts, that a retry resumes its predecessor's W&B run."""
+    import zipfile
+
+    found = latest_checkpoint(folder)
+    return found if found is not None and zipfile.is_zipfile(found) else None
+
+
 def build_loss(name: str) -> Callable[..., Any]:
     """``nll`` (Ignite's MNIST example: the model returns log-probabilities), ``cross_entropy`` (logits), or the
     user's ``package.module:fn``."""
