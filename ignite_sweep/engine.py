@@ -8,6 +8,7 @@ No I/O here: the local backend stores and fetches, this module only decides.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -71,3 +72,130 @@ def runs_to_stop(config: dict[str, Any], rows: list[dict[str, Any]]) -> list[str
     if (config.get("early_terminate") or {}).get("type") != "hyperband":
         return []
     return [run.name for run in sweeps_engine().stop_runs(config, engine_runs(rows))]
+
+
+# ---------------------------------------------------------------- what the store keeps up to date for the engine
+# At 10,000 runs, handing the engine every run (with its history) on every claim and report costs seconds. For
+# grid and hyperband the store keeps what these decisions need instead; the two classes below reproduce the
+# engine's own rules on that (tests/test_scale.py compares them with the engine on recorded sweeps). Random
+# search reads no runs at all. Bayes still gets every run: its Gaussian process needs them.
+
+
+def is_number(value: Any) -> bool:
+    """The engine's ``is_number``: a finite int or float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class Scoring:
+    """The sweep metric as the engine compares it (lower is better: a maximized metric is negated) and, with
+    ``early_terminate: hyperband``, its bands: the evaluation counts at which runs are compared."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        metric = config.get("metric") or {}
+        self.metric: str | None = metric.get("name")
+        self.sign = -1.0 if metric.get("goal") == "maximize" else 1.0
+        self.bands: tuple[int, ...] = ()
+        self.r, self.strict = 0.0, False
+        if (config.get("early_terminate") or {}).get("type") == "hyperband" and self.metric:
+            self.bands, self.r, self.strict = hyperband_bands(config)
+        self.band_set = frozenset(self.bands)
+
+    def score(self, metrics: dict[str, Any] | None) -> float | None:
+        """The metric's value in ``metrics`` as the engine compares it, or None when absent or not a number."""
+        value = (metrics or {}).get(self.metric) if self.metric else None
+        return self.sign * value if is_number(value) else None
+
+    def closest_band(self, evaluations: int) -> int | None:
+        """The largest band a run with this many valid metric values has reached (None: none yet)."""
+        reached = [b for b in self.bands if b <= evaluations]
+        return reached[-1] if reached else None
+
+
+def hyperband_bands(config: dict[str, Any]) -> tuple[tuple[int, ...], float, bool]:
+    """(bands, r, strict) exactly as ``sweeps.hyperband_stopping.hyperband_stop_runs`` derives them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from sweeps.hyperband_stopping import hyperband_baseline_validate_and_fill
+
+    et = hyperband_baseline_validate_and_fill(config)["early_terminate"]
+    bands: list[int] = []
+    if "max_iter" in et:
+        band = et["max_iter"]
+        for _ in range(et["s"]):
+            band /= et["eta"]
+            if band < 1:
+                break
+            bands.append(int(band))
+    elif "min_iter" in et:
+        band = et["min_iter"]
+        for _ in range(100):
+            bands.append(int(band))
+            band *= et["eta"]
+    if not bands:
+        raise ValueError("hyperband: no bands; try increasing s, decreasing eta, or increasing min_iter")
+    return tuple(sorted(bands)), 1.0 / et["eta"], et.get("strict") is True
+
+
+class GridPlan:
+    """The engine's grid: its points in the order ``grid_search_next_runs`` walks them (the last parameter
+    varies fastest), each with the key the engine dedupes runs by (a tuple of ``yaml_hash`` per value)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        import numpy as np
+
+        sweeps = sweeps_engine()
+        from sweeps.grid_search import yaml_hash
+        from sweeps.params import HyperParameter, HyperParameterSet
+
+        params = HyperParameterSet.from_config(config["parameters"])
+        for i, p in enumerate(params):  # as the engine turns ranges into lists
+            if p.type == HyperParameter.INT_UNIFORM:
+                params[i] = HyperParameter(p.name, {"distribution": "categorical",
+                                                    "values": list(range(p.config["min"], p.config["max"] + 1))})
+            elif p.type == HyperParameter.Q_UNIFORM:
+                params[i] = HyperParameter(p.name, {"distribution": "categorical", "values": np.arange(
+                    p.config["min"], p.config["max"], p.config["q"]).tolist()})  # fmt: skip
+        self._params = params
+        self._discrete = [p for p in params if p.type == HyperParameter.CATEGORICAL]
+        self._values = [p.config["values"] for p in self._discrete]
+        self._hashes = [[yaml_hash(v) for v in values] for values in self._values]
+        # value by hash, as the engine looks it up: of values with equal hashes (1 and 1.0), the last one
+        self._lookup = [dict(zip(h, v, strict=True)) for h, v in zip(self._hashes, self._values, strict=True)]
+        self._known_keys = {p.name: {k for v in values if isinstance(v, dict) for k in v}
+                            for p, values in zip(self._discrete, self._values, strict=True)}  # fmt: skip
+        self._yaml_hash, self._util = yaml_hash, sweeps.util
+        self._delimiter = HyperParameterSet.NESTING_DELIMITER
+        self.size = math.prod(len(v) for v in self._values)
+
+    def _digits(self, index: int) -> list[int]:
+        digits = []
+        for values in reversed(self._values):
+            index, digit = divmod(index, len(values))
+            digits.append(digit)
+        return digits[::-1]
+
+    def key(self, index: int) -> str:
+        """The engine's dedupe key of point ``index`` (the hashes joined)."""
+        return ",".join(h[d] for h, d in zip(self._hashes, self._digits(index), strict=True))
+
+    def params(self, index: int) -> dict[str, Any]:
+        """Point ``index`` as flat run params, as ``next_params`` returns the engine's suggestion."""
+        for p, hashes, lookup, d in zip(self._discrete, self._hashes, self._lookup, self._digits(index), strict=True):
+            p.value = lookup[hashes[d]]
+        return {k: plain(v["value"]) for k, v in self._params.to_config().items()}
+
+    def run_key(self, run_config: dict[str, Any]) -> str:
+        """The key the engine computes for a run with these flat params (a run missing a parameter gets a key
+        no point has, as in the engine)."""
+        config = {k: {"value": v} for k, v in run_config.items()}
+        hashes = []
+        for p in self._discrete:
+            nested = p.name.split(self._delimiter)
+            nested.insert(1, "value")
+            if not self._util.dict_has_nested_key(config, nested):
+                return "missing:" + p.name
+            value = self._util.get_nested_value(config, nested)
+            if self._known_keys.get(p.name) and isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k in self._known_keys[p.name]}
+            hashes.append(self._yaml_hash(value))
+        return ",".join(hashes)

@@ -13,7 +13,8 @@ import pytest
 from conftest import offline_runs
 from sweep_helpers import FAST, cli, create, start_agent, store_runs, sweep_file, wait_for, wait_for_evaluating_run
 
-from ignite_sweep.backends.local import LocalBackend, next_params, runs_to_stop
+from ignite_sweep.backends.local import LocalBackend
+from ignite_sweep.engine import next_params, runs_to_stop
 from ignite_sweep.execution.wandb_file import run_file, summary
 from ignite_sweep.store.sql import LocalStore
 from ignite_sweep.sweepfile import validate_sweep

@@ -3,6 +3,7 @@ mock. Claims are exactly-once and run_cap-exact under concurrent agents (process
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -163,22 +164,38 @@ def test_a_store_made_by_an_older_version_keeps_working(tmp_path: Path) -> None:
     assert run is not None and run["config"] == {"lr": 0.2}  # the engine saw the old run: the next grid point
 
 
-def test_a_version_2_store_gains_the_wandb_id_column(tmp_path: Path) -> None:
-    """Schema 2 (before runs.wandb_id): migrated when opened; its runs log to W&B runs of their own id."""
+def test_a_version_2_store_is_migrated_and_what_the_scheduler_reads_is_filled_in(tmp_path: Path) -> None:
+    """Schema 2 (resumed_epoch, no wandb_id, nothing kept for the scheduler): migrated when opened; its runs
+    log to W&B runs of their own id, and their scores, hyperband rungs and grid keys come from their history, so
+    that the next claim and report decide as the engine does on the whole sweep."""
     path = tmp_path / "v2.db"
-    LocalStore(path).close()
+    config = {"method": "grid", "metric": {"name": "loss", "goal": "minimize"}, "parameters": {
+        "lr": {"values": [0.1, 0.2, 0.3]}}, "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 3}}
     with sqlite3.connect(path) as conn:
-        conn.execute("ALTER TABLE runs DROP COLUMN wandb_id")
-        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-        conn.execute("INSERT INTO sweeps (id, name, config, project, state, retries, created_at) "
-                     "VALUES ('s2', 'two', '{}', 'p', 'running', 2, 1.0)")  # fmt: skip
-        conn.execute("INSERT INTO runs (id, sweep_id, seq, state, config, started_at) "
-                     "VALUES ('r2', 's2', 1, 'finished', '{}', 1.0)")  # fmt: skip
+        conn.executescript(OLD_SCHEMA)
+        conn.execute("ALTER TABLE runs ADD COLUMN resumed_epoch INTEGER")
+        conn.execute("CREATE TABLE meta (key VARCHAR(64) PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+        conn.execute("INSERT INTO sweeps VALUES ('s2', 'two', ?, 'p', 'running', NULL, 2, 1.0)", (json.dumps(config),))
+        for seq, (run, lr, state, losses) in enumerate([("r1", 0.1, "finished", [3.0, 2.0, 1.0]),
+                                                         ("r2", 0.2, "running", [4.0, 5.0])], 1):  # fmt: skip
+            conn.execute("INSERT INTO runs (id, sweep_id, seq, state, config, started_at, heartbeat_at, summary) "
+                         "VALUES (?, 's2', ?, ?, ?, ?, ?, ?)", (run, seq, state, json.dumps({"lr": lr}), time.time(),
+                         time.time(), json.dumps({"loss": losses[-1]}) if state == "finished" else None))  # fmt: skip
+            for idx, loss in enumerate(losses):
+                conn.execute("INSERT INTO history VALUES (?, ?, ?)", (run, idx, json.dumps({"loss": loss})))
     store = LocalStore(path)
     assert store.run("r2")["wandb_id"] == "r2"
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
-        assert "wandb_id" in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+        assert sorted(conn.execute("SELECT run_id, band, value FROM rungs")) == [
+            ("r1", 1, 3.0), ("r1", 3, 1.0), ("r2", 1, 4.0)]  # bands 1, 3, 9, ...
+        assert sorted(conn.execute("SELECT id, metric_n, metric_best, summary_score FROM runs")) == [
+            ("r1", 3, 1.0, 1.0), ("r2", 2, 4.0, None)]
+    backend = LocalBackend(store)
+    assert backend.report("r2", {"loss": 6.0}) is True  # band 3: its best 4.0 > sorted([1.0, 6.0])[int(2 / 3)]
+    run, _ = backend.claim("local/s2")
+    assert run is not None and run["config"] == {"lr": 0.3}  # the grid points of r1 and r2 are taken
 
 
 def test_a_store_from_a_newer_version_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ sweep's name.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import secrets
 import signal
@@ -22,8 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ignite_sweep.backends.base import RESULT_STATES, AgentResult, Backend, RunRecord, SweepRecord
-from ignite_sweep.engine import next_params, runs_to_stop
+from ignite_sweep.backends.base import AgentResult, Backend, RunRecord, SweepRecord
+from ignite_sweep.engine import GridPlan, next_params
 from ignite_sweep.errors import BackendError, IgniteSweepError
 from ignite_sweep.execution.process import Interrupts, emit, run_in_child, warm_up
 from ignite_sweep.format import fmt
@@ -46,21 +45,6 @@ def short_id(sweep_id: str) -> str:
 # ---------------------------------------------------------------- scheduling: pure functions over rows
 
 
-def target_reached(config: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
-    metric = config.get("metric") or {}
-    target = metric.get("target")
-    if target is None:
-        return False
-    sign = 1.0 if metric.get("goal", "minimize") == "maximize" else -1.0
-    for row in rows:
-        if row["state"] not in RESULT_STATES:
-            continue
-        value = (row.get("summary") or {}).get(metric["name"])
-        if isinstance(value, (int, float)) and math.isfinite(value) and sign * value >= sign * target:
-            return True
-    return False
-
-
 def eval_metric(config: dict[str, Any]) -> str | None:
     """The TrainConfig.metric matching the sweep metric (early stopping and checkpoints follow it)."""
     name = (config.get("metric") or {}).get("name", "")
@@ -78,6 +62,7 @@ class LocalBackend(Backend):
         self.store = store or LocalStore()
         self.heartbeat_s = float(os.environ.get("IGNITE_SWEEP_HEARTBEAT_S", "5"))
         self.heartbeat_timeout_s = float(os.environ.get("IGNITE_SWEEP_HEARTBEAT_TIMEOUT_S", "60"))
+        self._grid_plans: dict[str, GridPlan] = {}  # sweep id -> its grid (a sweep's config never changes)
 
     # -- contract
 
@@ -182,8 +167,14 @@ class LocalBackend(Backend):
     def claim(self, sweep_id: str, slot: str | None = None, gpu: str | None = None
               ) -> tuple[dict[str, Any] | None, str]:  # fmt: skip
         """Atomically pick the next run: an interrupted run's or a crashed run's config again first, then the
-        engine's suggestion. Returns (run, reason if None)."""
+        engine's suggestion. Returns (run, reason if None).
+
+        The write lock is held for a few indexed reads and one insert, whatever the sweep's size: the store keeps
+        what grid needs (points taken) up to date, random reads no runs, and bayes' Gaussian process runs before
+        the lock is taken, on a plain read; inside it, what it decided is checked again (sweep running, no re-run
+        due, run_cap)."""
         sid = short_id(sweep_id)
+        suggestion = self._bayes_suggestion(sid)
         with self.store.transaction() as db:
             sweep = self.store.sweep(sid)
             if sweep is None:
@@ -192,35 +183,69 @@ class LocalBackend(Backend):
                 return None, PAUSED if sweep["state"] == "paused" else sweep["reason"] or f"sweep is {sweep['state']}"
             config = sweep["config"]
             self.store.reap_stale(db, sid, self.heartbeat_timeout_s)
-            rows = self.store.runs(sid, with_history=True)
-            running = any(r["state"] == "running" for r in rows)
+            running = self.store.any_running(db, sid)
 
             def finish(reason: str) -> tuple[None, str]:
                 if not running:
                     self.store.set_sweep_state(db, sid, "finished", reason)
                 return None, reason
 
-            if target_reached(config, rows):
+            if self._target_reached(db, sid, config):
                 return finish(f"metric target {config['metric']['target']} reached")
             run: dict[str, Any] = {"id": _new_id(), "sweep_id": sid, "slot": slot, "gpu": gpu}
-            retried = {r["retry_of"] for r in rows if r["retry_of"]}
-            again = [r for r in rows if r["id"] not in retried and (
-                r["state"] == "interrupted"  # unfinished work, whoever interrupted it: always run again
-                or r["state"] == "crashed" and r["attempt"] < sweep["retries"])]  # fmt: skip
-            retry = min(again, key=lambda r: r["state"] != "interrupted", default=None)  # interrupted first
+            retry = self.store.next_retry(db, sid, sweep["retries"])
             if retry is not None:  # an interrupt is no attempt of the run's own: it spends no retry
                 attempt = retry["attempt"] + (retry["state"] == "crashed")
-                run.update(config=retry["config"], attempt=attempt, retry_of=retry["id"])
+                run.update(config=retry["config"], attempt=attempt, retry_of=retry["id"], grid_key=retry["grid_key"])
             else:
                 cap = config.get("run_cap")
-                if cap is not None and sum(1 for r in rows if not r["retry_of"]) >= cap:
+                if cap is not None and self.store.count_first_runs(db, sid) >= cap:
                     return finish(f"run_cap {cap} reached")
-                suggestion = next_params(config, rows)
-                if suggestion is None:
-                    return finish("every grid point has run")
-                run.update(config=suggestion[0], search_info=suggestion[1])
+                if config["method"] == "grid":
+                    point = self._next_grid_point(db, sweep)
+                    if point is None:
+                        return finish("every grid point has run")
+                    run.update(config=point[0], grid_key=point[1])
+                else:  # random: the engine reads no runs; bayes: suggested above, or now if that read failed
+                    suggestion = suggestion or next_params(config, self._engine_rows(sid, config))
+                    if suggestion is None:
+                        return finish("the engine has no more suggestions")
+                    run.update(config=suggestion[0], search_info=suggestion[1])
             self.store.insert_run(db, run)
             return run, ""
+
+    def _engine_rows(self, sid: str, config: dict[str, Any]) -> list[dict[str, Any]]:
+        """The runs the engine's method reads: none for random (it samples), every run with its history else."""
+        return [] if config["method"] == "random" else self.store.runs(sid, with_history=True)
+
+    def _bayes_suggestion(self, sid: str) -> tuple[dict[str, Any], Any] | None:
+        """Bayes: the engine's suggestion from a plain read of the sweep, before the write lock is taken."""
+        sweep = self.store.sweep(sid)
+        if sweep is None or sweep["state"] != "running" or sweep["config"].get("method") != "bayes":
+            return None
+        return next_params(sweep["config"], self.store.runs(sid, with_history=True))
+
+    def _target_reached(self, db: Any, sid: str, config: dict[str, Any]) -> bool:
+        target = (config.get("metric") or {}).get("target")
+        if target is None:
+            return False
+        best, scoring = self.store.best_summary_score(db, sid), self.store.scoring(sid, db)
+        return best is not None and best <= scoring.sign * target
+
+    def _next_grid_point(self, db: Any, sweep: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+        """The engine's grid choice, the first point in its order no run has: from the sweep's cursor (every
+        point before it is taken; an interrupted run's point is taken again by its re-run, which goes first)."""
+        plan = self._grid_plan(sweep)
+        index = sweep["grid_next"]
+        while index < plan.size and self.store.grid_taken(db, sweep["id"], plan.key(index)):
+            index += 1
+        self.store.set_grid_next(db, sweep["id"], min(index + 1, plan.size))
+        return (plan.params(index), plan.key(index)) if index < plan.size else None
+
+    def _grid_plan(self, sweep: dict[str, Any]) -> GridPlan:
+        if sweep["id"] not in self._grid_plans:
+            self._grid_plans[sweep["id"]] = GridPlan(sweep["config"])
+        return self._grid_plans[sweep["id"]]
 
     def report(self, run_id: str, metrics: dict[str, Any]) -> bool:
         """Store one evaluation's metrics; True when the run should stop (hyperband or sweep stopped)."""
@@ -237,11 +262,28 @@ class LocalBackend(Backend):
                 return True
             if run["should_stop"] or sweep["state"] == "canceled":  # stop lets running runs finish
                 return True
-            if (sweep["config"].get("early_terminate") or {}).get("type") != "hyperband":
-                return False  # nothing to decide: no need to read the sweep's history
-            to_stop = runs_to_stop(sweep["config"], self.store.runs(sweep["id"], with_history=True))
+            to_stop = self._hyperband_stops(db, sweep["id"])
             self.store.request_stop(db, to_stop)
             return run_id in to_stop
+
+    def _hyperband_stops(self, db: Any, sid: str) -> list[str]:
+        """``sweeps.stop_runs`` (hyperband) from what the store keeps: for each running run, its best value (its
+        value at the band, with ``strict``) against the threshold at the last band it reached."""
+        scoring = self.store.scoring(sid, db)
+        if not scoring.bands:
+            return []
+        thresholds: dict[int, float] = {}
+        stops = []
+        for run in self.store.running_scores(db, sid):
+            band = scoring.closest_band(run.metric_n)
+            if band is None:
+                continue
+            if band not in thresholds:
+                thresholds[band] = self.store.band_threshold(db, sid, band, scoring.r)
+            value = self.store.rung_value(db, run.id, band) if scoring.strict else run.metric_best
+            if value > thresholds[band]:
+                stops.append(run.id)
+        return stops
 
     def stop_requested(self, run_id: str) -> bool:
         """Whether the run was asked to stop (hyperband on another run's report, ``cancel``), without reporting."""

@@ -28,10 +28,14 @@ from typing import Any
 from ignite_sweep.backends.base import RUN_STATES
 from ignite_sweep.errors import BackendError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: sweeps, runs, history and the meta table (stores created before the meta table are version 0: same tables).
 2: runs.resumed_epoch (the epoch a retried run resumed after, from its predecessor's checkpoint).
-3: runs.wandb_id (the W&B run it logs to: its own id, or the run it resumed's W&B run; null means its own id)."""
+3: runs.wandb_id (the W&B run it logs to: its own id, or the run it resumed's W&B run; null means its own id).
+4: what the scheduler needs, kept up to date as runs report (so that a claim or report reads a few rows, not the
+   sweep): runs.metric_n / metric_best (valid sweep-metric values so far, the best as the engine compares),
+   runs.summary_score (a result's summary metric), runs.grid_key + sweeps.grid_next (grid points taken), the
+   rungs table (each run's metric at each hyperband band), and the indexes these are read through."""
 ADVISORY_LOCK = 0x1A17E5EE  # PostgreSQL: the store's one write lock
 TERMINAL = tuple(s for s in RUN_STATES if s != "running")
 
@@ -70,6 +74,7 @@ def _tables() -> Any:
         Column("reason", Text),  # why it is stopped/finished
         Column("retries", Integer, nullable=False),  # how often a crashed run's config is offered again
         Column("created_at", Float, nullable=False),
+        Column("grid_next", Integer, nullable=False, server_default="0"),  # grid: every point before it is taken
     )  # fmt: skip
     runs = Table(
         "runs", meta,
@@ -94,8 +99,25 @@ def _tables() -> Any:
         Column("ended_at", Float),
         Column("resumed_epoch", Integer),
         Column("wandb_id", String(64)),
+        # what the scheduler reads (engine.Scoring: lower is better), kept up to date by append_history/end_run
+        Column("metric_n", Integer, nullable=False, server_default="0"),  # valid sweep-metric values in history
+        Column("metric_best", Float),  # the best of them
+        Column("summary_score", Float),  # a result's summary metric (metric.target)
+        Column("grid_key", Text),  # grid sweeps: the engine's dedupe key of its point
     )  # fmt: skip
     Index("runs_by_sweep", runs.c.sweep_id, runs.c.seq)
+    Index("runs_by_state", runs.c.sweep_id, runs.c.state)
+    Index("runs_by_retry_of", runs.c.retry_of)
+    Index("runs_by_grid_key", runs.c.sweep_id, runs.c.grid_key)
+    Index("runs_by_summary_score", runs.c.sweep_id, runs.c.summary_score)
+    rungs = Table(
+        "rungs", meta,  # hyperband: a run's metric (as scored) at its n-th valid value, for each band n
+        Column("run_id", String(64), primary_key=True),
+        Column("band", Integer, primary_key=True),
+        Column("sweep_id", String(64), nullable=False),
+        Column("value", Float, nullable=False),
+    )  # fmt: skip
+    Index("rungs_by_band", rungs.c.sweep_id, rungs.c.band, rungs.c.value)
     Table(
         "history", meta,
         Column("run_id", String(64), primary_key=True),
@@ -120,6 +142,7 @@ class LocalStore:
         self.dialect = self.url.split(":", 1)[0].split("+", 1)[0]
         self.path: Path | str = Path(self.url.removeprefix("sqlite:///")) if self.dialect == "sqlite" else self.url
         self._local = threading.local()
+        self._scorings: dict[str, Any] = {}  # sweep id -> engine.Scoring (a sweep's config never changes)
         self.engine = self._connect()
         self._closer = weakref.finalize(self, self.engine.dispose)
 
@@ -209,10 +232,36 @@ class LocalStore:
             conn.execute(text("ALTER TABLE runs ADD COLUMN resumed_epoch INTEGER"))
         if "wandb_id" not in columns:  # 2 -> 3
             conn.execute(text("ALTER TABLE runs ADD COLUMN wandb_id VARCHAR(64)"))
+        if "metric_n" not in columns:  # 3 -> 4: the columns, their indexes, then the values for runs already there
+            real = "REAL" if self.dialect == "sqlite" else "DOUBLE PRECISION"
+            for ddl in ("metric_n INTEGER NOT NULL DEFAULT 0", f"metric_best {real}", f"summary_score {real}",
+                        "grid_key TEXT"):  # fmt: skip
+                conn.execute(text(f"ALTER TABLE runs ADD COLUMN {ddl}"))
+            conn.execute(text("ALTER TABLE sweeps ADD COLUMN grid_next INTEGER NOT NULL DEFAULT 0"))
+            for index in _tables().tables["runs"].indexes:
+                index.create(conn, checkfirst=True)
+            self._backfill(conn)
         if version < SCHEMA_VERSION:
             conn.execute(text("DELETE FROM meta WHERE key = 'schema_version'"))
             conn.execute(text("INSERT INTO meta (key, value) VALUES ('schema_version', :v)"),
                          {"v": str(SCHEMA_VERSION)})  # fmt: skip
+
+    def _backfill(self, conn: Any) -> None:
+        """Schema 4 for the runs of an older store: their scores, rungs and grid keys, from their history."""
+        from ignite_sweep.engine import GridPlan
+
+        for sweep in self._exec(conn, "SELECT id, config FROM sweeps").fetchall():
+            config = json.loads(sweep.config)
+            plan = GridPlan(config) if config.get("method") == "grid" else None
+            for run in self._exec(conn, "SELECT id, state, config, summary FROM runs WHERE sweep_id = :s",
+                                  {"s": sweep.id}).fetchall():  # fmt: skip
+                rows = self._exec(conn, "SELECT metrics FROM history WHERE run_id = :r ORDER BY idx", {"r": run.id})
+                for row in rows.fetchall():
+                    self._score_evaluation(conn, run.id, json.loads(row.metrics))
+                self._score_summary(conn, run.id, run.state, json.loads(run.summary) if run.summary else None)
+                if plan is not None:
+                    self._exec(conn, "UPDATE runs SET grid_key = :k WHERE id = :r",
+                               {"k": plan.run_key(json.loads(run.config)), "r": run.id})  # fmt: skip
 
     def close(self) -> None:
         self._closer()
@@ -306,12 +355,12 @@ class LocalStore:
         self._exec(
             db,
             "INSERT INTO runs (id, sweep_id, seq, state, config, attempt, retry_of, search_info, pid, host, slot, "
-            "gpu, heartbeat_at, started_at) VALUES (:id, :sweep_id, :seq, 'running', :config, :attempt, :retry_of, "
-            ":search_info, :pid, :host, :slot, :gpu, :now, :now)",
+            "gpu, heartbeat_at, started_at, grid_key) VALUES (:id, :sweep_id, :seq, 'running', :config, :attempt, "
+            ":retry_of, :search_info, :pid, :host, :slot, :gpu, :now, :now, :grid_key)",
             {"id": run["id"], "sweep_id": run["sweep_id"], "seq": seq, "config": json.dumps(run["config"]),
              "attempt": run.get("attempt", 0), "retry_of": run.get("retry_of"),
              "search_info": json.dumps(run.get("search_info")), "pid": run.get("pid"), "host": host_name(),
-             "slot": run.get("slot"), "gpu": run.get("gpu"), "now": now},
+             "slot": run.get("slot"), "gpu": run.get("gpu"), "now": now, "grid_key": run.get("grid_key")},
         )  # fmt: skip
 
     def set_pid(self, run_id: str, pid: int) -> None:
@@ -330,16 +379,109 @@ class LocalStore:
         self._exec(db, "INSERT INTO history (run_id, idx, metrics) VALUES (:id, :idx, :metrics)",
                    {"id": run_id, "idx": idx, "metrics": json.dumps(metrics)})  # fmt: skip
         self._exec(db, "UPDATE runs SET heartbeat_at = :now WHERE id = :id", {"now": time.time(), "id": run_id})
+        self._score_evaluation(db, run_id, metrics)
 
     def resume_run(self, db: Any, run_id: str, from_run: str, epoch: int) -> None:
         """``run_id`` resumed ``from_run``'s checkpoint after ``epoch`` evaluations: its history starts with theirs."""
         rows = self._exec(db, "SELECT metrics FROM history WHERE run_id = :r AND idx < :n ORDER BY idx",
                           {"r": from_run, "n": epoch}).fetchall()  # fmt: skip
         self._exec(db, "DELETE FROM history WHERE run_id = :r", {"r": run_id})
+        self._exec(db, "DELETE FROM rungs WHERE run_id = :r", {"r": run_id})
+        self._exec(db, "UPDATE runs SET metric_n = 0, metric_best = NULL WHERE id = :r", {"r": run_id})
         for idx, row in enumerate(rows):
             self._exec(db, "INSERT INTO history (run_id, idx, metrics) VALUES (:r, :i, :m)",
                        {"r": run_id, "i": idx, "m": row.metrics})  # fmt: skip
+            self._score_evaluation(db, run_id, json.loads(row.metrics))
         self._exec(db, "UPDATE runs SET resumed_epoch = :e WHERE id = :r", {"e": epoch, "r": run_id})
+
+    # ------------------------------------------------------------ what the scheduler reads, kept up to date
+
+    def scoring(self, sweep_id: str, db: Any = None) -> Any:
+        """The sweep's ``engine.Scoring`` (its config never changes: read once per store)."""
+        cache = self._scorings
+        if sweep_id not in cache:
+            from ignite_sweep.engine import Scoring
+
+            sql = "SELECT config FROM sweeps WHERE id = :id"
+            found = self._exec(db, sql, {"id": sweep_id}).scalar() if db is not None else (
+                (self._read(sql, id=sweep_id) or [{}])[0].get("config"))  # fmt: skip
+            cache[sweep_id] = Scoring(json.loads(found) if found else {})
+        return cache[sweep_id]
+
+    def _score_evaluation(self, db: Any, run_id: str, metrics: dict[str, Any]) -> None:
+        """One more evaluation of a run: its valid-value count and best, and its rung when the count is a band."""
+        run = self._exec(db, "SELECT sweep_id, metric_n, metric_best FROM runs WHERE id = :r", {"r": run_id}).fetchone()
+        if run is None:
+            return
+        scoring = self.scoring(run.sweep_id, db)
+        score = scoring.score(metrics)
+        if score is None:
+            return
+        n, best = run.metric_n + 1, score if run.metric_best is None else min(run.metric_best, score)
+        self._exec(db, "UPDATE runs SET metric_n = :n, metric_best = :b WHERE id = :r",
+                   {"n": n, "b": best, "r": run_id})  # fmt: skip
+        if n in scoring.band_set:
+            self._exec(db, "INSERT INTO rungs (run_id, band, sweep_id, value) VALUES (:r, :n, :s, :v)",
+                       {"r": run_id, "n": n, "s": run.sweep_id, "v": score})  # fmt: skip
+
+    def _score_summary(self, db: Any, run_id: str, state: str, summary: dict | None) -> None:
+        """A run's end: a result's summary metric (metric.target reads it); an interrupted run is no result, and
+        the engine does not see it: its rungs go."""
+        if state == "interrupted":
+            self._exec(db, "DELETE FROM rungs WHERE run_id = :r", {"r": run_id})
+            return
+        run = self._exec(db, "SELECT sweep_id FROM runs WHERE id = :r", {"r": run_id}).fetchone()
+        if run is not None and summary and state in ("finished", "stopped", "failed", "crashed"):
+            score = self.scoring(run.sweep_id, db).score(summary)
+            self._exec(db, "UPDATE runs SET summary_score = :v WHERE id = :r", {"v": score, "r": run_id})
+
+    def next_retry(self, db: Any, sweep_id: str, retries: int) -> dict[str, Any] | None:
+        """The run to run again, if any: an interrupted one first, then a crashed one with retries left (oldest
+        first), in either case one no other run already runs again."""
+        rows = self._exec(db, "SELECT * FROM runs r WHERE r.sweep_id = :s AND (r.state = 'interrupted' OR "
+                          "(r.state = 'crashed' AND r.attempt < :retries)) AND NOT EXISTS "
+                          "(SELECT 1 FROM runs x WHERE x.retry_of = r.id) "
+                          "ORDER BY CASE WHEN r.state = 'interrupted' THEN 0 ELSE 1 END, r.seq LIMIT 1",
+                          {"s": sweep_id, "retries": retries}).fetchall()  # fmt: skip
+        return _run(dict(rows[0]._mapping)) if rows else None
+
+    def count_first_runs(self, db: Any, sweep_id: str) -> int:
+        """Runs that are not another's re-run: what run_cap counts."""
+        return int(self._exec(db, "SELECT COUNT(*) FROM runs WHERE sweep_id = :s AND retry_of IS NULL",
+                              {"s": sweep_id}).scalar())  # fmt: skip
+
+    def any_running(self, db: Any, sweep_id: str) -> bool:
+        return self._exec(db, "SELECT 1 FROM runs WHERE sweep_id = :s AND state = 'running' LIMIT 1",
+                          {"s": sweep_id}).fetchone() is not None  # fmt: skip
+
+    def best_summary_score(self, db: Any, sweep_id: str) -> float | None:
+        return self._exec(db, "SELECT MIN(summary_score) FROM runs WHERE sweep_id = :s", {"s": sweep_id}).scalar()
+
+    def grid_taken(self, db: Any, sweep_id: str, key: str) -> bool:
+        """Whether a run the engine sees (any but an interrupted one) has this grid point."""
+        return self._exec(db, "SELECT 1 FROM runs WHERE sweep_id = :s AND grid_key = :k AND state != 'interrupted' "
+                          "LIMIT 1", {"s": sweep_id, "k": key}).fetchone() is not None  # fmt: skip
+
+    def set_grid_next(self, db: Any, sweep_id: str, index: int) -> None:
+        self._exec(db, "UPDATE sweeps SET grid_next = :i WHERE id = :s", {"i": index, "s": sweep_id})
+
+    def running_scores(self, db: Any, sweep_id: str) -> list[Any]:
+        """(id, metric_n, metric_best) of the sweep's running runs."""
+        return self._exec(db, "SELECT id, metric_n, metric_best FROM runs WHERE sweep_id = :s AND state = 'running'",
+                          {"s": sweep_id}).fetchall()  # fmt: skip
+
+    def band_threshold(self, db: Any, sweep_id: str, band: int, r: float) -> float:
+        """The engine's threshold at a band: ``sorted(values at the band)[int(r * n)]``; +inf with no values."""
+        n = self._exec(db, "SELECT COUNT(*) FROM rungs WHERE sweep_id = :s AND band = :b",
+                       {"s": sweep_id, "b": band}).scalar()  # fmt: skip
+        if not n:
+            return float("inf")
+        return float(self._exec(db, "SELECT value FROM rungs WHERE sweep_id = :s AND band = :b ORDER BY value "
+                                "LIMIT 1 OFFSET :k", {"s": sweep_id, "b": band, "k": int(r * n)}).scalar())  # fmt: skip
+
+    def rung_value(self, db: Any, run_id: str, band: int) -> float:
+        return float(self._exec(db, "SELECT value FROM rungs WHERE run_id = :r AND band = :b",
+                                {"r": run_id, "b": band}).scalar())  # fmt: skip
 
     def request_stop(self, db: Any, run_ids: list[str]) -> None:
         if run_ids:
@@ -349,12 +491,16 @@ class LocalStore:
     def end_run(self, run_id: str, state: str, summary: dict | None = None, error: str | None = None) -> bool:
         """Record a run's end, once: a run already ended (e.g. reaped as crashed) keeps its state."""
         assert state in TERMINAL, state
-        changed = self._write(
-            "UPDATE runs SET state = :state, summary = COALESCE(:summary, summary), error = :error, ended_at = :now "
-            "WHERE id = :id AND state = 'running'",
-            state=state, summary=json.dumps(summary) if summary is not None else None, error=error, now=time.time(),
-            id=run_id,
-        )  # fmt: skip
+        with self.transaction() as db:
+            changed = self._exec(
+                db,
+                "UPDATE runs SET state = :state, summary = COALESCE(:summary, summary), error = :error, "
+                "ended_at = :now WHERE id = :id AND state = 'running'",
+                {"state": state, "summary": json.dumps(summary) if summary is not None else None, "error": error,
+                 "now": time.time(), "id": run_id},
+            ).rowcount  # fmt: skip
+            if changed == 1:
+                self._score_summary(db, run_id, state, summary)
         return changed == 1
 
     def reap_stale(self, db: Any, sweep_id: str, timeout_s: float) -> list[str]:
