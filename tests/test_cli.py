@@ -34,7 +34,7 @@ def test_create_agent_status_best_round_trip(offline_wandb: Path) -> None:
     runs = status["runs"]
     assert [r["state"] for r in runs] == ["finished", "finished"]
     assert set(runs[0]) == {"id", "state", "config", "summary", "error", "runtime_s", "slot", "continues",
-                            "resumed_epoch", "epoch"}
+                            "resumed_epoch", "epoch", "wandb_id"}
     best = max(runs, key=lambda r: r["summary"]["val/accuracy"])
     assert status["sweep"]["best_run"] == best["id"] and best["config"]["lr"] == 0.05
 

@@ -219,9 +219,14 @@ class LocalBackend(Backend):
         return [] if config["method"] == "random" else self.store.runs(sid, with_history=True)
 
     def _bayes_suggestion(self, sid: str) -> tuple[dict[str, Any], Any] | None:
-        """Bayes: the engine's suggestion from a plain read of the sweep, before the write lock is taken."""
+        """Before the write lock is taken: bayes' suggestion from a plain read of the sweep (and a grid's plan
+        is built, once per agent)."""
         sweep = self.store.sweep(sid)
-        if sweep is None or sweep["state"] != "running" or sweep["config"].get("method") != "bayes":
+        if sweep is None or sweep["state"] != "running":
+            return None
+        if sweep["config"].get("method") == "grid":
+            self._grid_plan(sweep)
+        if sweep["config"].get("method") != "bayes":
             return None
         return next_params(sweep["config"], self.store.runs(sid, with_history=True))
 
