@@ -140,3 +140,64 @@ def test_lr_schedules_move_the_logged_lr(offline_wandb: Path, schedule: str) -> 
         assert lrs[0] < lrs[1]  # warming up
     else:
         assert lrs[-1] < lrs[0]
+
+
+def test_the_training_loop_waits_for_the_device_only_where_it_logs(
+    offline_wandb: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every Tensor.item / __bool__ / __float__ / tolist waits for the device on a GPU. One epoch of 203 training
+    iterations, default logging (every 10th): at most one per logged iteration plus a constant (setup, the
+    evaluation, the end); none at all on the other iterations, except wandb.watch's histograms, which come every
+    10th log (on the iteration before, during its backward pass). TerminateOnNan reads the loss already fetched,
+    a Python float: the bool of the CPU tensor it makes of it waits for nothing. The W&B history has every name."""
+    import traceback
+
+    import torch
+
+    steps, calls = [0], []
+    step = torch.optim.SGD.step
+
+    def counted_step(self: torch.optim.Optimizer, *args: object, **kwargs: object) -> object:
+        steps[0] += 1
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counted_step)
+    for name in ("item", "__bool__", "__float__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self: torch.Tensor, *args: object, _original: object = original) -> object:
+            stack = [f.filename for f in traceback.extract_stack(limit=8)]
+            if not any("terminate_on_nan" in f for f in stack):
+                calls.append((steps[0], any("wandb_torch" in f for f in stack)))
+            return _original(self, *args)  # type: ignore[operator]
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    result = train(TrainConfig.from_dict({**FAST, "epochs": 1, "log_interval": 10}))
+    monkeypatch.undo()
+    assert result["iterations"] == 203 and result["status"] == "finished"
+    logged = result["iterations"] // 10
+    ours = [s for s, histogram in calls if not histogram]
+    assert len(ours) <= logged + 10, ours
+    assert {s for s in ours if 0 < s < 203} <= set(range(10, 203, 10)), ours  # only on logged iterations
+    assert {s for s, histogram in calls if histogram} <= {99, 199}  # backward of iterations 100 and 200
+    rows = history(run_file(offline_runs(offline_wandb)[-1]))
+    names = {k for row in rows for k in row}
+    assert {"train/loss", "train/lr", "train/grad_norm", "val/loss", "val/accuracy", "epoch"} <= names
+    assert any(k.startswith("gradients/") for k in names) and any(k.startswith("parameters/") for k in names)
+    assert sum("train/loss" in row for row in rows) == logged
+
+
+def test_compile_trains_the_compiled_model_and_checkpoints_the_model_itself(offline_wandb: Path) -> None:
+    """`compile: true`: the engines run torch.compile's module; the checkpoints hold the model's own
+    state_dict keys (a retry or a user loads them into the plain model), the W&B scalars are all there."""
+    import torch
+
+    folder = offline_wandb / "ckpt"
+    cfg = TrainConfig.from_dict({**FAST, "model": "mlp", "epochs": 1, "compile": True})
+    result = train(cfg, checkpoint_dir=folder)
+    assert result["status"] == "finished" and result["val/accuracy"] > 0.5
+    (saved,) = folder.glob("resume_checkpoint_*.pt")
+    keys = set(torch.load(saved, weights_only=False)["model"])
+    assert keys and not any(k.startswith("_orig_mod.") for k in keys), keys
+    names = {k for row in history(run_file(offline_runs(offline_wandb)[-1])) for k in row}
+    assert {"train/loss", "train/grad_norm", "val/accuracy"} <= names

@@ -253,6 +253,7 @@ def test_the_server_going_away_mid_agent_is_one_line_and_keeps_the_run(
     config = {**CONFIG, "parameters": {**FAST, "epochs": {"value": 30}, "lr": {"values": [0.05, 0.02]}}}
     sweep_id = backend.create(validate_sweep(config), project="digits")
     monkeypatch.setenv("IGNITE_SWEEP_WANDB_WATCHDOG_S", "1")
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")  # a hang is reported with every thread's stack (SIGABRT below)
     agent = start_agent(sweep_id)
 
     def training() -> Any:
@@ -263,7 +264,11 @@ def test_the_server_going_away_mid_agent_is_one_line_and_keeps_the_run(
     run = wait_for(training, what="a run that has logged")
     wandb_standin.stop()  # the server goes away: connections refused from now on
     started = time.monotonic()
-    _, err = agent.communicate(timeout=120)
+    try:
+        _, err = agent.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        agent.send_signal(signal.SIGABRT)
+        pytest.fail("the agent hung:\n" + agent.communicate(timeout=30)[1][-6000:])
     assert time.monotonic() - started < 60
     assert agent.returncode == 1 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]

@@ -127,6 +127,15 @@ class _Resumable:
         torch.set_rng_state(saved["torch_rng"])
 
 
+def _channels_last_batch(batch: Any, device: Any = None, non_blocking: bool = False) -> tuple[Any, Any]:
+    """Ignite's ``_prepare_batch``, then 4-D inputs in channels-last memory format."""
+    import torch
+    from ignite.engine import _prepare_batch
+
+    x, y = _prepare_batch(batch, device=device, non_blocking=non_blocking)
+    return (x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x), y
+
+
 def latest_checkpoint(folder: str | Path | None) -> Path | None:
     """The newest resume checkpoint in a run's checkpoint folder (``resume_checkpoint_<epoch>.pt``)."""
     if folder is None or not Path(folder).is_dir():
@@ -175,13 +184,13 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
     ``best/val/accuracy``, ``best/val/loss``, the last ``val/*`` metrics and ``train_time_s``.
     """
     import torch
-    from ignite.engine import Events, create_supervised_evaluator, create_supervised_trainer
+    from ignite.engine import Events, _prepare_batch, create_supervised_evaluator, create_supervised_trainer
     from ignite.handlers import EarlyStopping, ModelCheckpoint, TerminateOnNan, Timer, global_step_from_engine
     from ignite.metrics import Accuracy, Loss
 
     from ignite_sweep.training.data import TensorBatches, load_dataset
     from ignite_sweep.training.models import build_model
-    from ignite_sweep.training.wandb_logging import attach_wandb, finish_run, start_run
+    from ignite_sweep.training.wandb_logging import attach_wandb, finish_run, start_run, train_scalars
 
     # Data, model, optimizer
     torch.manual_seed(cfg.seed)
@@ -196,14 +205,25 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
     # Engines
     amp = cfg.amp and device.type == "cuda"
     criterion = build_loss(cfg.loss)
+    # compile: the engines run the compiled module; checkpoints, W&B and the summary keep the model itself (same
+    # parameters, the state_dict keys of the model). channels_last: the model and each batch, on CUDA.
+    channels_last = cfg.channels_last and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    stepped = torch.compile(model) if cfg.compile else model
+    prepare = _channels_last_batch if channels_last else _prepare_batch
+    # The loss stays a tensor on the device (Ignite's default output is loss.item(): a wait for the device every
+    # step); it becomes a number only where it is logged, shown or checked (every log_interval, each epoch).
     trainer = create_supervised_trainer(
-        model, optimizer, criterion, device=device, amp_mode="amp" if amp else None, scaler=amp
+        stepped, optimizer, criterion, device=device, amp_mode="amp" if amp else None, scaler=amp,
+        prepare_batch=prepare, output_transform=lambda x, y, y_pred, loss: loss.detach(),
     )
     evaluator = create_supervised_evaluator(
-        model,
+        stepped,
         metrics={"accuracy": Accuracy(), "loss": Loss(criterion)},
         device=device,
         amp_mode="amp" if amp else None,
+        prepare_batch=prepare,
     )
     timer = Timer(average=False)
     timer.attach(trainer, start=Events.STARTED, resume=Events.EPOCH_STARTED, pause=Events.EPOCH_COMPLETED)
@@ -217,14 +237,27 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
     def score(engine: Any) -> float:
         return sign * float(engine.state.metrics[metric_key])
 
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    # Every log_interval iterations the loss and the gradient norm come back from the device, together (one wait);
+    # W&B's train/* scalars, the divergence check and the progress bar read them there. A NaN or infinite loss is
+    # caught within log_interval iterations (and at each epoch's end), not at every step.
+    every_log = Events.ITERATION_COMPLETED(every=max(1, cfg.log_interval))
+
+    @trainer.on(every_log)
+    def fetch_scalars(engine: Any) -> None:
+        engine.state.train_scalars = train_scalars(engine.state.output, model, optimizer)
+
+    nan_check = TerminateOnNan(output_transform=lambda _: trainer.state.train_scalars["loss"])
+    trainer.add_event_handler(every_log, nan_check)
 
     def diverged() -> bool:
         output = trainer.state.output
         return output is not None and not math.isfinite(float(output))
 
     def evaluate(_: Any) -> None:
-        if diverged() or state["evaluated_at"] == trainer.state.iteration:
+        if diverged():
+            trainer.terminate()
+            return
+        if state["evaluated_at"] == trainer.state.iteration:
             return
         state["evaluated_at"] = trainer.state.iteration
         evaluator.run(val_batches)
@@ -234,7 +267,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
 
     # W&B handlers log first, then the handlers below read the same metrics
     run, owned = start_run(cfg, run.result() if hasattr(run, "result") else run)
-    attach_wandb(trainer, evaluator, model, optimizer, cfg.log_interval)
+    attach_wandb(trainer, evaluator, model, optimizer, cfg.log_interval, histograms=not cfg.compile)
 
     @evaluator.on(Events.COMPLETED)
     def track(engine: Any) -> None:
@@ -321,7 +354,9 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
     if sys.stderr.isatty():
         from ignite.handlers import ProgressBar
 
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
+        ProgressBar(persist=False).attach(
+            trainer, output_transform=lambda _: {"loss": trainer.state.train_scalars["loss"]}, event_name=every_log
+        )
 
     def request_stop() -> None:  # SIGTERM (W&B's agent stopping a run), SIGHUP or Ctrl-C
         if state["status"] == "finished":

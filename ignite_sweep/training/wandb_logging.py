@@ -39,14 +39,28 @@ def start_run(cfg: TrainConfig, run: Any = None) -> tuple[Any, bool]:
     return run, True
 
 
-def grad_norm(model: torch.nn.Module) -> float:
-    """Global L2 norm of all gradients (0.0 before the first backward pass)."""
+def grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    """Global L2 norm of all gradients, as a tensor on their device (0 before the first backward pass)."""
     import torch
 
-    norms = [torch.linalg.vector_norm(p.grad.detach()) for p in model.parameters() if p.grad is not None]
-    if not norms:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack(norms)))
+    grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.nn.utils.get_total_norm(grads)
+
+
+def train_scalars(loss: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """``train/loss``, ``train/lr``, ``train/grad_norm`` at a logging iteration: the loss and the gradient norm stay
+    on the device until here and come back together, one wait for the device per logged iteration."""
+    import torch
+
+    norm = grad_norm(model)
+    if isinstance(loss, torch.Tensor):
+        both = torch.stack([loss.detach().float().reshape(()), norm.to(loss.device).float()])
+        loss_value, norm_value = both.tolist()
+    else:
+        loss_value, norm_value = loss, norm.item()
+    return {"loss": loss_value, "lr": optimizer.param_groups[0]["lr"], "grad_norm": norm_value}
 
 
 def attach_wandb(
@@ -55,6 +69,7 @@ def attach_wandb(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     log_interval: int,
+    histograms: bool = True,
 ) -> WandBLogger:
     """Attach the W&B handlers to an active run; returns the logger (``logger.log`` etc. reach wandb)."""
     logger = WandBLogger(init=False)
@@ -62,11 +77,7 @@ def attach_wandb(
         trainer,
         event_name=Events.ITERATION_COMPLETED(every=log_interval),
         tag="train",
-        output_transform=lambda loss: {
-            "loss": loss,
-            "lr": optimizer.param_groups[0]["lr"],
-            "grad_norm": grad_norm(model),
-        },
+        output_transform=lambda _: trainer.state.train_scalars,  # fetched once per logged iteration (train.py)
     )
     logger.attach_output_handler(
         evaluator,
@@ -80,8 +91,10 @@ def attach_wandb(
     def log_epoch(_: Engine) -> None:
         logger.log({"epoch": trainer.state.epoch}, step=trainer.state.iteration)
 
-    # Histograms cost far more than scalars (and wandb's own default is every 1000 steps): every 10th log.
-    logger.watch(model, log="all", log_freq=10 * log_interval)
+    # Histograms cost far more than scalars (and wandb's own default is every 1000 steps): every 10th log. Not with
+    # torch.compile: wandb.watch hooks every parameter, which breaks the compiled graph.
+    if histograms:
+        logger.watch(model, log="all", log_freq=10 * log_interval)
     return logger
 
 

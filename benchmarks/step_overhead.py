@@ -1,0 +1,132 @@
+"""Per-iteration overhead of the training loop: microseconds per training iteration, side by side in one run.
+
+Rows (same model, same device tensors, batch 64 on the bundled digits, one CPU thread unless --threads):
+  plain           a bare PyTorch loop
+  ignite          Ignite's create_supervised_trainer, no handlers
+  train_disabled  ignite-sweep's train(), W&B disabled
+  train_offline   ignite-sweep's train(), W&B offline, default logging
+  train_quiet     ignite-sweep's train(), W&B offline, log_interval 100000
+for a trivial model (Flatten + Linear, as a user factory `model: module:fn`) and the seed's Net. Each row is the
+best of --repeats runs of --epochs epochs (time inside the training epochs: evaluation excluded). Last line JSON:
+{"us_per_iter": {...}, "full_vs_plain": train_offline / plain for the trivial model, ...}.
+Usage: python benchmarks/step_overhead.py [--epochs 20] [--repeats 3] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def tiny(in_channels: int, image_size: tuple[int, int], num_classes: int, dropout: float) -> torch.nn.Module:
+    """The trivial model: Flatten + Linear, log-probabilities out (the built-in nll loss)."""
+    features = in_channels * image_size[0] * image_size[1]
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(features, num_classes), torch.nn.LogSoftmax(1))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def data(device: torch.device) -> Any:
+    from ignite_sweep.training.data import TensorBatches, load_dataset
+
+    loaded = load_dataset("digits", os.environ.get("IGNITE_SWEEP_DATA", "data"), False, 0).to(device)
+    return loaded, TensorBatches(loaded.train_x, loaded.train_y, 64, shuffle=True, seed=0)
+
+
+def build(model_name: str, loaded: Any, device: torch.device) -> torch.nn.Module:
+    from ignite_sweep.training.models import build_model
+
+    return build_model(model_name, loaded.in_channels, loaded.image_size, loaded.num_classes, 0.5).to(device)
+
+
+def plain(model_name: str, epochs: int, device: torch.device) -> float:
+    loaded, batches = data(device)
+    model = build(model_name, loaded, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
+    sync(device)
+    start, n = time.perf_counter(), 0
+    for _ in range(epochs):
+        for x, y in batches:
+            optimizer.zero_grad()
+            loss = torch.nn.functional.nll_loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+            n += 1
+    sync(device)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def ignite(model_name: str, epochs: int, device: torch.device) -> float:
+    from ignite.engine import create_supervised_trainer
+
+    loaded, batches = data(device)
+    model = build(model_name, loaded, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
+    trainer = create_supervised_trainer(model, optimizer, torch.nn.functional.nll_loss, device=device)
+    sync(device)
+    start = time.perf_counter()
+    trainer.run(batches, max_epochs=epochs)
+    sync(device)
+    return (time.perf_counter() - start) / trainer.state.iteration * 1e6
+
+
+def full(model_name: str, epochs: int, device: torch.device, mode: str, log_interval: int = 10) -> float:
+    from ignite_sweep.training.config import TrainConfig
+    from ignite_sweep.training.train import train
+
+    os.environ["WANDB_MODE"] = mode
+    cfg = TrainConfig.from_dict({"dataset": "digits", "model": model_name, "epochs": epochs, "lr": 0.01,
+                                 "log_interval": log_interval, "device": device.type, "download": False})  # fmt: skip
+    summary = train(cfg)
+    return summary["train_time_s"] / summary["iterations"] * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("WANDB_DIR", tempfile.mkdtemp(prefix="step-overhead-"))
+    os.environ["WANDB_SILENT"] = "true"
+    device = torch.device(args.device)
+    rows = {
+        "plain": lambda m: plain(m, args.epochs, device),
+        "ignite": lambda m: ignite(m, args.epochs, device),
+        "train_disabled": lambda m: full(m, args.epochs, device, "disabled"),
+        "train_offline": lambda m: full(m, args.epochs, device, "offline"),
+        "train_quiet": lambda m: full(m, args.epochs, device, "offline", log_interval=100000),
+    }
+    results: dict[str, dict[str, float]] = {}
+    for model_name, label in (("step_overhead:tiny", "tiny"), ("net", "net")):
+        best = {name: float("inf") for name in rows}
+        for _ in range(args.repeats):  # rows interleaved: each round sees the same machine
+            for name, measure in rows.items():
+                best[name] = min(best[name], measure(model_name))
+        results[label] = {k: round(v, 1) for k, v in best.items()}
+        print(f"{label:>5}: " + "  ".join(f"{k} {v:7.1f} us" for k, v in results[label].items()), flush=True)
+    tiny_rows = results["tiny"]
+    print(json.dumps({"us_per_iter": results, "device": args.device,
+                      "full_vs_plain": round(tiny_rows["train_offline"] / tiny_rows["plain"], 3),
+                      "disabled_vs_plain": round(tiny_rows["train_disabled"] / tiny_rows["plain"], 3),
+                      "ignite_vs_plain": round(tiny_rows["ignite"] / tiny_rows["plain"], 3),
+                      "net_full_vs_plain": round(results["net"]["train_offline"] / results["net"]["plain"], 3)}))
+
+
+if __name__ == "__main__":
+    main()
