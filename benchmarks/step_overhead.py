@@ -81,15 +81,23 @@ def ignite(model_name: str, epochs: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / trainer.state.iteration * 1e6
 
 
-def full(model_name: str, epochs: int, device: torch.device, mode: str, log_interval: int = 10) -> float:
+def full(model_name: str, epochs: int, device: torch.device, mode: str, log_interval: int = 10,
+         **options: Any) -> float:  # fmt: skip
+    return run_train(model_name, epochs, device, mode, log_interval, **options)["us_per_iter"]
+
+
+def run_train(model_name: str, epochs: int, device: torch.device, mode: str, log_interval: int = 10,
+              **options: Any) -> dict[str, float]:  # fmt: skip
     from ignite_sweep.training.config import TrainConfig
     from ignite_sweep.training.train import train
 
     os.environ["WANDB_MODE"] = mode
     cfg = TrainConfig.from_dict({"dataset": "digits", "model": model_name, "epochs": epochs, "lr": 0.01,
-                                 "log_interval": log_interval, "device": device.type, "download": False})  # fmt: skip
+                                 "log_interval": log_interval, "device": device.type, "download": False,
+                                 **options})  # fmt: skip
     summary = train(cfg)
-    return summary["train_time_s"] / summary["iterations"] * 1e6
+    return {"us_per_iter": summary["train_time_s"] / summary["iterations"] * 1e6,
+            "samples_per_s": summary["samples_per_s"]}  # fmt: skip
 
 
 def main() -> None:
@@ -98,6 +106,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=None,
+                        help="also samples/s of net and cnn with and without amp and compile (default: on CUDA)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -120,8 +130,19 @@ def main() -> None:
                 best[name] = min(best[name], measure(model_name))
         results[label] = {k: round(v, 1) for k, v in best.items()}
         print(f"{label:>5}: " + "  ".join(f"{k} {v:7.1f} us" for k, v in results[label].items()), flush=True)
+    throughput: dict[str, float] = {}
+    if args.throughput if args.throughput is not None else device.type == "cuda":
+        for model_name in ("net", "cnn"):
+            for amp in (False, True):
+                for compiled in (False, True):
+                    key = f"{model_name}{'+amp' if amp else ''}{'+compile' if compiled else ''}"
+                    run_train(model_name, 1, device, "offline", amp=amp, compile=compiled)  # compile, warm up
+                    best = max(run_train(model_name, args.epochs, device, "offline", amp=amp,
+                                         compile=compiled)["samples_per_s"] for _ in range(args.repeats))  # fmt: skip
+                    throughput[key] = round(best, 1)
+                    print(f"{key:>18}: {best:10.1f} samples/s", flush=True)
     tiny_rows = results["tiny"]
-    print(json.dumps({"us_per_iter": results, "device": args.device,
+    print(json.dumps({"us_per_iter": results, "device": args.device, "samples_per_s": throughput,
                       "full_vs_plain": round(tiny_rows["train_offline"] / tiny_rows["plain"], 3),
                       "disabled_vs_plain": round(tiny_rows["train_disabled"] / tiny_rows["plain"], 3),
                       "ignite_vs_plain": round(tiny_rows["ignite"] / tiny_rows["plain"], 3),

@@ -174,7 +174,7 @@ class LocalBackend(Backend):
         the lock is taken, on a plain read; inside it, what it decided is checked again (sweep running, no re-run
         due, run_cap)."""
         sid = short_id(sweep_id)
-        suggestion = self._bayes_suggestion(sid)
+        suggestion = self._decide_before_lock(sid)
         with self.store.transaction() as db:
             sweep = self.store.sweep(sid)
             if sweep is None:
@@ -218,7 +218,7 @@ class LocalBackend(Backend):
         """The runs the engine's method reads: none for random (it samples), every run with its history else."""
         return [] if config["method"] == "random" else self.store.runs(sid, with_history=True)
 
-    def _bayes_suggestion(self, sid: str) -> tuple[dict[str, Any], Any] | None:
+    def _decide_before_lock(self, sid: str) -> tuple[dict[str, Any], Any] | None:
         """Before the write lock is taken: bayes' suggestion from a plain read of the sweep (and a grid's plan
         is built, once per agent)."""
         sweep = self.store.sweep(sid)

@@ -67,11 +67,13 @@ def attach_wandb(
     trainer: Engine,
     evaluator: Engine,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
     log_interval: int,
     histograms: bool = True,
 ) -> WandBLogger:
-    """Attach the W&B handlers to an active run; returns the logger (``logger.log`` etc. reach wandb)."""
+    """Attach the W&B handlers to an active run; returns the logger (``logger.log`` etc. reach wandb).
+
+    ``train/*`` are read from ``trainer.state.train_scalars`` (``train_scalars``), which the trainer must set
+    every ``log_interval`` iterations in a handler attached before this one."""
     logger = WandBLogger(init=False)
     logger.attach_output_handler(
         trainer,
