@@ -352,3 +352,20 @@ def test_sync_uploads_a_local_sweep_grouped_and_tagged(wandb_standin: Any, offli
         assert run.project == "digits" and run.group == "digits-lr" and f"local-sweep-{sweep_id[6:]}" in run.tags
         assert run.state == "finished" and run.summary["val/accuracy"] > 0.5
         assert any("val/accuracy" in row for row in run.history)
+
+
+def test_the_watchdog_stops_an_agent_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A script's background job (`ignite-sweep agent ... &`, sbatch) starts with SIGINT ignored; the watchdog's
+    SIGINT must still stop the agent when the server is gone, even between runs (no run to interrupt)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    code = ("import time\nfrom ignite_sweep.backends.wandb import ServerWatchdog\nwatchdog = ServerWatchdog(0.2)\n"
+            "try:\n    with watchdog:\n        time.sleep(60)\nexcept KeyboardInterrupt:\n"
+            "    print('stopped', watchdog.gone)\n")  # fmt: skip
+    env = {**os.environ, "WANDB_BASE_URL": f"http://127.0.0.1:{port}", "WANDB_API_KEY": "x" * 40}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+    assert result.stdout.strip() == "stopped True", result.stderr
+    assert time.monotonic() - started < 30

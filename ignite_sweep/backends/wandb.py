@@ -99,13 +99,28 @@ class ServerWatchdog:
         self.gone = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="ignite-sweep-wandb-watchdog", daemon=True)
+        self._ignored_sigint = False
 
     def __enter__(self) -> ServerWatchdog:
+        import signal
+        import threading
+
+        # An agent started in the background by a script (`ignite-sweep agent ... &`, an sbatch script) inherits
+        # SIGINT ignored: the SIGINT this watchdog sends itself would be lost and the agent would wait for W&B
+        # forever. While it runs, SIGINT is Python's KeyboardInterrupt again.
+        self._ignored_sigint = (threading.current_thread() is threading.main_thread()
+                                and signal.getsignal(signal.SIGINT) == signal.SIG_IGN)  # fmt: skip
+        if self._ignored_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        import signal
+
         self._stop.set()
+        if self._ignored_sigint:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def _watch(self) -> None:
         import signal
