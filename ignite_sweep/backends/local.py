@@ -234,7 +234,7 @@ class LocalBackend(Backend):
         target = (config.get("metric") or {}).get("target")
         if target is None:
             return False
-        best, scoring = self.store.best_summary_score(db, sid), self.store.scoring(sid, db)
+        best, scoring = self.store.best_summary_score(db, sid), self.store.scoring(db, sid)
         return best is not None and best <= scoring.sign * target
 
     def _next_grid_point(self, db: Any, sweep: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
@@ -274,7 +274,7 @@ class LocalBackend(Backend):
     def _hyperband_stops(self, db: Any, sid: str) -> list[str]:
         """``sweeps.stop_runs`` (hyperband) from what the store keeps: for each running run, its best value (its
         value at the band, with ``strict``) against the threshold at the last band it reached."""
-        scoring = self.store.scoring(sid, db)
+        scoring = self.store.scoring(db, sid)
         if not scoring.bands:
             return []
         thresholds: dict[int, float] = {}

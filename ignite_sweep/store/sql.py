@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ignite_sweep.backends.base import RUN_STATES
+from ignite_sweep.backends.base import RESULT_STATES, RUN_STATES
 from ignite_sweep.errors import BackendError
 
 SCHEMA_VERSION = 4
@@ -428,24 +428,21 @@ class LocalStore:
 
     # ------------------------------------------------------------ what the scheduler reads, kept up to date
 
-    def scoring(self, sweep_id: str, db: Any = None) -> Any:
+    def scoring(self, db: Any, sweep_id: str) -> Any:
         """The sweep's ``engine.Scoring`` (its config never changes: read once per store)."""
-        cache = self._scorings
-        if sweep_id not in cache:
+        if sweep_id not in self._scorings:
             from ignite_sweep.engine import Scoring
 
-            sql = "SELECT config FROM sweeps WHERE id = :id"
-            found = self._exec(db, sql, {"id": sweep_id}).scalar() if db is not None else (
-                (self._read(sql, id=sweep_id) or [{}])[0].get("config"))  # fmt: skip
-            cache[sweep_id] = Scoring(json.loads(found) if found else {})
-        return cache[sweep_id]
+            found = self._exec(db, "SELECT config FROM sweeps WHERE id = :id", {"id": sweep_id}).scalar()
+            self._scorings[sweep_id] = Scoring(json.loads(found) if found else {})
+        return self._scorings[sweep_id]
 
     def _score_evaluation(self, db: Any, run_id: str, metrics: dict[str, Any]) -> None:
         """One more evaluation of a run: its valid-value count and best, and its rung when the count is a band."""
         run = self._exec(db, "SELECT sweep_id, metric_n, metric_best FROM runs WHERE id = :r", {"r": run_id}).fetchone()
         if run is None:
             return
-        scoring = self.scoring(run.sweep_id, db)
+        scoring = self.scoring(db, run.sweep_id)
         score = scoring.score(metrics)
         if score is None:
             return
@@ -463,8 +460,8 @@ class LocalStore:
             self._exec(db, "DELETE FROM rungs WHERE run_id = :r", {"r": run_id})
             return
         run = self._exec(db, "SELECT sweep_id FROM runs WHERE id = :r", {"r": run_id}).fetchone()
-        if run is not None and summary and state in ("finished", "stopped", "failed", "crashed"):
-            score = self.scoring(run.sweep_id, db).score(summary)
+        if run is not None and summary and state in RESULT_STATES:
+            score = self.scoring(db, run.sweep_id).score(summary)
             self._exec(db, "UPDATE runs SET summary_score = :v WHERE id = :r", {"v": score, "r": run_id})
 
     def next_retry(self, db: Any, sweep_id: str, retries: int) -> dict[str, Any] | None:
