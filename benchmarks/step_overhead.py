@@ -2,13 +2,16 @@
 
 Rows (same model, same device tensors, batch 64 on the bundled digits, one CPU thread unless --threads):
   plain           a bare PyTorch loop
+  plain_wandb     the same loop logging what train() logs every 10 iterations (loss, lr and gradient norm, one
+                  wandb.log, W&B offline): what W&B's own SDK costs, for any loop
   ignite          Ignite's create_supervised_trainer, no handlers
   train_disabled  ignite-sweep's train(), W&B disabled
   train_offline   ignite-sweep's train(), W&B offline, default logging
   train_quiet     ignite-sweep's train(), W&B offline, log_interval 100000
 for a trivial model (Flatten + Linear, as a user factory `model: module:fn`) and the seed's Net. Each row is the
 best of --repeats runs of --epochs epochs (time inside the training epochs: evaluation excluded). Last line JSON:
-{"us_per_iter": {...}, "full_vs_plain": train_offline / plain for the trivial model, ...}.
+{"us_per_iter": {...}, "full_vs_plain": train_offline / plain for the trivial model, "full_vs_plain_wandb":
+train_offline / plain_wandb (ignite-sweep's share alone), ...}.
 Usage: python benchmarks/step_overhead.py [--epochs 20] [--repeats 3] [--device cpu]
 """
 
@@ -67,6 +70,36 @@ def plain(model_name: str, epochs: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
+def plain_wandb(model_name: str, epochs: int, device: torch.device, log_interval: int = 10) -> float:
+    import wandb
+
+    loaded, batches = data(device)
+    model = build(model_name, loaded, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
+    os.environ["WANDB_MODE"] = "offline"
+    run = wandb.init(project="step-overhead")
+    try:
+        sync(device)
+        start, n = time.perf_counter(), 0
+        for _ in range(epochs):
+            for x, y in batches:
+                optimizer.zero_grad()
+                loss = torch.nn.functional.nll_loss(model(x), y)
+                loss.backward()
+                optimizer.step()
+                n += 1
+                if n % log_interval == 0:
+                    norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
+                    loss_value, norm_value = torch.stack([loss.detach(), norm]).tolist()
+                    lr = optimizer.param_groups[0]["lr"]
+                    run.log({"train/loss": loss_value, "train/lr": lr, "train/grad_norm": norm_value}, step=n)
+        sync(device)
+        return (time.perf_counter() - start) / n * 1e6
+    finally:
+        run.finish()
+        wandb.teardown()
+
+
 def ignite(model_name: str, epochs: int, device: torch.device) -> float:
     from ignite.engine import create_supervised_trainer
 
@@ -88,14 +121,19 @@ def full(model_name: str, epochs: int, device: torch.device, mode: str, log_inte
 
 def run_train(model_name: str, epochs: int, device: torch.device, mode: str, log_interval: int = 10,
               **options: Any) -> dict[str, float]:  # fmt: skip
+    import wandb
+
     from ignite_sweep.training.config import TrainConfig
     from ignite_sweep.training.train import train
 
-    os.environ["WANDB_MODE"] = mode
+    os.environ["WANDB_MODE"] = mode  # read when wandb sets up; its settings then stay until teardown
     cfg = TrainConfig.from_dict({"dataset": "digits", "model": model_name, "epochs": epochs, "lr": 0.01,
                                  "log_interval": log_interval, "device": device.type, "download": False,
                                  **options})  # fmt: skip
-    summary = train(cfg)
+    try:
+        summary = train(cfg)
+    finally:
+        wandb.teardown()  # else the next row runs in this row's mode: an "offline" row after a disabled one
     return {"us_per_iter": summary["train_time_s"] / summary["iterations"] * 1e6,
             "samples_per_s": summary["samples_per_s"]}  # fmt: skip
 
@@ -106,8 +144,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", default="tiny,net", help="which rows: tiny, net or both (default)")
     parser.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=None,
                         help="also samples/s of net and cnn with and without amp and compile (default: on CUDA)")
+    parser.add_argument("--throughput-repeats", type=int, default=2,
+                        help="runs per throughput setting, after one to compile and warm up (best is kept)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -117,13 +158,17 @@ def main() -> None:
     device = torch.device(args.device)
     rows = {
         "plain": lambda m: plain(m, args.epochs, device),
+        "plain_wandb": lambda m: plain_wandb(m, args.epochs, device),
         "ignite": lambda m: ignite(m, args.epochs, device),
         "train_disabled": lambda m: full(m, args.epochs, device, "disabled"),
         "train_offline": lambda m: full(m, args.epochs, device, "offline"),
         "train_quiet": lambda m: full(m, args.epochs, device, "offline", log_interval=100000),
     }
     results: dict[str, dict[str, float]] = {}
+    chosen = args.models.split(",")
     for model_name, label in (("step_overhead:tiny", "tiny"), ("net", "net")):
+        if label not in chosen:
+            continue
         best = {name: float("inf") for name in rows}
         for _ in range(args.repeats):  # rows interleaved: each round sees the same machine
             for name, measure in rows.items():
@@ -137,16 +182,20 @@ def main() -> None:
                 for compiled in (False, True):
                     key = f"{model_name}{'+amp' if amp else ''}{'+compile' if compiled else ''}"
                     run_train(model_name, 1, device, "offline", amp=amp, compile=compiled)  # compile, warm up
-                    best = max(run_train(model_name, args.epochs, device, "offline", amp=amp,
-                                         compile=compiled)["samples_per_s"] for _ in range(args.repeats))  # fmt: skip
+                    runs = [run_train(model_name, args.epochs, device, "offline", amp=amp, compile=compiled)
+                            for _ in range(args.throughput_repeats)]  # fmt: skip
+                    best = max(r["samples_per_s"] for r in runs)
                     throughput[key] = round(best, 1)
                     print(f"{key:>18}: {best:10.1f} samples/s", flush=True)
-    tiny_rows = results["tiny"]
-    print(json.dumps({"us_per_iter": results, "device": args.device, "samples_per_s": throughput,
-                      "full_vs_plain": round(tiny_rows["train_offline"] / tiny_rows["plain"], 3),
-                      "disabled_vs_plain": round(tiny_rows["train_disabled"] / tiny_rows["plain"], 3),
-                      "ignite_vs_plain": round(tiny_rows["ignite"] / tiny_rows["plain"], 3),
-                      "net_full_vs_plain": round(results["net"]["train_offline"] / results["net"]["plain"], 3)}))
+    ratios = {}
+    for label, prefix in (("tiny", ""), ("net", "net_")):
+        if label in results:
+            rows_of = results[label]
+            ratios.update({f"{prefix}full_vs_plain": round(rows_of["train_offline"] / rows_of["plain"], 3),
+                           f"{prefix}full_vs_plain_wandb": round(rows_of["train_offline"] / rows_of["plain_wandb"], 3),
+                           f"{prefix}disabled_vs_plain": round(rows_of["train_disabled"] / rows_of["plain"], 3),
+                           f"{prefix}ignite_vs_plain": round(rows_of["ignite"] / rows_of["plain"], 3)})  # fmt: skip
+    print(json.dumps({"us_per_iter": results, "device": args.device, "samples_per_s": throughput, **ratios}))
 
 
 if __name__ == "__main__":

@@ -75,12 +75,17 @@ def seed_pipeline(root: Path, epochs: int, device: torch.device) -> float:
 
 
 def ignite_sweep_pipeline(root: Path, epochs: int, wandb_mode: str = "offline") -> float:
+    import wandb
+
     from ignite_sweep.training.config import TrainConfig
     from ignite_sweep.training.train import train
 
-    os.environ["WANDB_MODE"] = wandb_mode
+    os.environ["WANDB_MODE"] = wandb_mode  # read when wandb sets up; its settings then stay until teardown
     cfg = TrainConfig.from_dict({"dataset": "mnist", "data_dir": str(root), "download": False, "epochs": epochs})
-    return float(train(cfg)["samples_per_s"])
+    try:
+        return float(train(cfg)["samples_per_s"])
+    finally:
+        wandb.teardown()  # else every later pipeline runs in the first one's mode
 
 
 def plain_pipeline(root: Path, epochs: int, device: torch.device) -> float:

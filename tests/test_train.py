@@ -146,10 +146,11 @@ def test_the_training_loop_waits_for_the_device_only_where_it_logs(
     offline_wandb: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every Tensor.item / __bool__ / __float__ / tolist waits for the device on a GPU. One epoch of 203 training
-    iterations, default logging (every 10th): at most one per logged iteration plus a constant (setup, the
-    evaluation, the end); none at all on the other iterations, except wandb.watch's histograms, which come every
-    10th log (on the iteration before, during its backward pass). TerminateOnNan reads the loss already fetched,
-    a Python float: the bool of the CPU tensor it makes of it waits for nothing. The W&B history has every name."""
+    iterations, default logging (every 10th): one per logged iteration (loss and gradient norm together), two more
+    on every 10th log (the histograms' ranges and counts), a few at the start and the end (the evaluation); none on
+    the other iterations. TerminateOnNan reads the loss already fetched, a Python float: the bool of the CPU tensor
+    it makes of it waits for nothing. The W&B history has every name, the histograms at iterations 100 and 200."""
+    import collections
     import traceback
 
     import torch
@@ -166,9 +167,8 @@ def test_the_training_loop_waits_for_the_device_only_where_it_logs(
         original = getattr(torch.Tensor, name)
 
         def counted(self: torch.Tensor, *args: object, _original: object = original) -> object:
-            stack = [f.filename for f in traceback.extract_stack(limit=8)]
-            if not any("terminate_on_nan" in f for f in stack):
-                calls.append((steps[0], any("wandb_torch" in f for f in stack)))
+            if not any("terminate_on_nan" in f.filename for f in traceback.extract_stack(limit=8)):
+                calls.append(steps[0])
             return _original(self, *args)  # type: ignore[operator]
 
         monkeypatch.setattr(torch.Tensor, name, counted)
@@ -176,15 +176,45 @@ def test_the_training_loop_waits_for_the_device_only_where_it_logs(
     monkeypatch.undo()
     assert result["iterations"] == 203 and result["status"] == "finished"
     logged = result["iterations"] // 10
-    ours = [s for s, histogram in calls if not histogram]
-    assert len(ours) <= logged + 10, ours
-    assert {s for s in ours if 0 < s < 203} <= set(range(10, 203, 10)), ours  # only on logged iterations
-    assert {s for s, histogram in calls if histogram} <= {99, 199}  # backward of iterations 100 and 200
+    per_step = collections.Counter(s for s in calls if 0 < s < 203)
+    assert set(per_step) <= set(range(10, 203, 10)), calls  # only on logged iterations
+    assert all(n == (3 if s in (100, 200) else 1) for s, n in per_step.items()), per_step
+    assert len(calls) <= logged + 4 + 10, calls  # the start, the evaluation, the end: a constant
     rows = history(run_file(offline_runs(offline_wandb)[-1]))
     names = {k for row in rows for k in row}
     assert {"train/loss", "train/lr", "train/grad_norm", "val/loss", "val/accuracy", "epoch"} <= names
-    assert any(k.startswith("gradients/") for k in names) and any(k.startswith("parameters/") for k in names)
     assert sum("train/loss" in row for row in rows) == logged
+    histogram_steps = {row["_step"] for row in rows if any(k.startswith("gradients/") for k in row)}
+    assert histogram_steps == {100, 200}, histogram_steps
+    assert {"parameters/fc1.weight/bins", "gradients/fc1.weight/values"} <= names, names  # wandb.Histogram's
+
+
+def test_histograms_are_wandb_watch_histograms() -> None:
+    """The same names, bins and counts as wandb.watch(log="all") gives (histc over the finite values, 64 bins from
+    the minimum to the maximum; one bin for a constant tensor; nothing for a tensor with no finite value)."""
+    import torch
+
+    from ignite_sweep.training.wandb_logging import histograms
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    with torch.no_grad():
+        model[0].weight[0, :2] = torch.tensor([float("nan"), float("inf")])
+        model[1].bias.zero_()
+        model[2].weight.fill_(float("nan"))
+    model[:2](torch.randn(5, 6)).sum().backward()
+    logged = histograms(model)
+    assert "parameters/2.weight" not in logged and "gradients/2.weight" not in logged  # all NaN / no gradient
+    assert logged["parameters/1.bias"].histogram == [3] and logged["parameters/1.bias"].bins == [0.0, 0.0]
+    weight = model[0].weight.detach().reshape(-1)
+    finite = weight[torch.isfinite(weight)]
+    low, high = finite.min().item(), finite.max().item()
+    histogram = logged["parameters/0.weight"]
+    assert histogram.histogram == finite.histc(64, low, high).tolist() and sum(histogram.histogram) == 22
+    assert len(histogram.bins) == 65 and histogram.bins[0] == low and histogram.bins[-1] == high
+    grad = model[1].weight.grad.reshape(-1)
+    grad = grad[torch.isfinite(grad)]  # the NaN weight's row
+    assert logged["gradients/1.weight"].histogram == grad.histc(64, grad.min().item(), grad.max().item()).tolist()
 
 
 def test_compile_trains_the_compiled_model_and_checkpoints_the_model_itself(offline_wandb: Path) -> None:
@@ -201,3 +231,25 @@ def test_compile_trains_the_compiled_model_and_checkpoints_the_model_itself(offl
     assert keys and not any(k.startswith("_orig_mod.") for k in keys), keys
     names = {k for row in history(run_file(offline_runs(offline_wandb)[-1])) for k in row}
     assert {"train/loss", "train/grad_norm", "val/accuracy"} <= names
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda(), reason="AMP and channels_last act on CUDA only (gpu_loop_check.sh)")
+def test_amp_and_channels_last_on_cuda_checkpoint_the_grad_scaler_and_resume(offline_wandb: Path) -> None:
+    """On a GPU: the small CNN with AMP (autocast + GradScaler) and channels-last trains, its resume checkpoint holds
+    the GradScaler's state, and a retry resumes after epoch 1 with it."""
+    import torch
+
+    options = {**FAST, "model": "cnn", "amp": True, "channels_last": True, "device": "cuda"}
+    first = train(TrainConfig.from_dict({**options, "epochs": 1}), checkpoint_dir=offline_wandb / "first")
+    assert first["status"] == "finished" and first["val/accuracy"] > 0.3, first
+    (saved,) = (offline_wandb / "first").glob("resume_checkpoint_*.pt")
+    assert torch.load(saved, weights_only=False)["amp_scaler"]["scale"] > 0
+    second = train(TrainConfig.from_dict({**options, "epochs": 2}), resume_from=offline_wandb / "first",
+                   checkpoint_dir=offline_wandb / "second")  # fmt: skip
+    assert second["resumed_epoch"] == 1 and second["epochs_completed"] == 2 and second["status"] == "finished"

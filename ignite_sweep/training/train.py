@@ -153,6 +153,32 @@ def readable_checkpoint(folder: str | Path | None) -> Path | None:
     return found if found is not None and zipfile.is_zipfile(found) else None
 
 
+def training_step(model: Any, optimizer: Any, loss_fn: Callable[..., Any], device: Any,
+                  prepare_batch: Callable[..., Any], scaler: Any = None) -> Callable[[Any, Any], Any]:  # fmt: skip
+    """The trainer's process function: Ignite's ``supervised_training_step`` (``_amp`` with a ``GradScaler``) less
+    what a sweep's run does not use and pays for every iteration: ``model.train()`` (once per epoch instead),
+    gradient accumulation, and ``loss.item()``, a wait for the device. Its output is the detached loss tensor; it
+    becomes a number only where it is logged, shown or checked (every ``log_interval``, each epoch's end)."""
+    import torch
+
+    def update(_engine: Any, batch: Any) -> Any:
+        optimizer.zero_grad()
+        x, y = prepare_batch(batch, device=device, non_blocking=False)
+        if scaler is None:
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+        else:
+            with torch.autocast("cuda"):
+                loss = loss_fn(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        return loss.detach()
+
+    return update
+
+
 def build_loss(name: str) -> Callable[..., Any]:
     """``nll`` (Ignite's MNIST example: the model returns log-probabilities), ``cross_entropy`` (logits), or the
     user's ``package.module:fn``."""
@@ -184,13 +210,13 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
     ``best/val/accuracy``, ``best/val/loss``, the last ``val/*`` metrics and ``train_time_s``.
     """
     import torch
-    from ignite.engine import Events, _prepare_batch, create_supervised_evaluator, create_supervised_trainer
+    from ignite.engine import Engine, Events, _prepare_batch, create_supervised_evaluator
     from ignite.handlers import EarlyStopping, ModelCheckpoint, TerminateOnNan, Timer, global_step_from_engine
     from ignite.metrics import Accuracy, Loss
 
     from ignite_sweep.training.data import TensorBatches, load_dataset
     from ignite_sweep.training.models import build_model
-    from ignite_sweep.training.wandb_logging import attach_wandb, finish_run, start_run, train_scalars
+    from ignite_sweep.training.wandb_logging import TrainEvents, attach_wandb, finish_run, start_run, train_scalars
 
     # Data, model, optimizer
     torch.manual_seed(cfg.seed)
@@ -204,6 +230,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
 
     # Engines
     amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if amp else None
     criterion = build_loss(cfg.loss)
     # compile: the engines run the compiled module; checkpoints, W&B and the summary keep the model itself (same
     # parameters, the state_dict keys of the model). channels_last: the model and each batch, on CUDA.
@@ -212,12 +239,11 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
         model = model.to(memory_format=torch.channels_last)
     stepped = torch.compile(model) if cfg.compile else model
     prepare = _channels_last_batch if channels_last else _prepare_batch
-    # The loss stays a tensor on the device (Ignite's default output is loss.item(): a wait for the device every
-    # step); it becomes a number only where it is logged, shown or checked (every log_interval, each epoch).
-    trainer = create_supervised_trainer(
-        stepped, optimizer, criterion, device=device, amp_mode="amp" if amp else None, scaler=amp,
-        prepare_batch=prepare, output_transform=lambda x, y, y_pred, loss: loss.detach(),
-    )
+    trainer = Engine(training_step(stepped, optimizer, criterion, device, prepare, scaler))
+    if scaler is not None:
+        trainer.state.scaler = scaler  # where Ignite's create_supervised_trainer keeps it
+    # The step leaves the model's mode alone; the evaluator switches it to eval() and the trainer back each epoch.
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda _: model.train())
     evaluator = create_supervised_evaluator(
         stepped,
         metrics={"accuracy": Accuracy(), "loss": Loss(criterion)},
@@ -239,15 +265,18 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
 
     # Every log_interval iterations the loss and the gradient norm come back from the device, together (one wait);
     # W&B's train/* scalars, the divergence check and the progress bar read them there. A NaN or infinite loss is
-    # caught within log_interval iterations (and at each epoch's end), not at every step.
-    every_log = Events.ITERATION_COMPLETED(every=max(1, cfg.log_interval))
+    # caught within log_interval iterations (and at each epoch's end), not at every step. One filtered handler runs
+    # per iteration; what reads the scalars hangs off the event it fires, TrainEvents.SCALARS.
+    trainer.register_events(*TrainEvents, event_to_attr={TrainEvents.SCALARS: "iteration"})  # its step
 
-    @trainer.on(every_log)
+    @trainer.on(Events.ITERATION_COMPLETED(every=max(1, cfg.log_interval)))
     def fetch_scalars(engine: Any) -> None:
         engine.state.train_scalars = train_scalars(engine.state.output, model, optimizer)
+        engine.fire_event(TrainEvents.SCALARS)
 
-    nan_check = TerminateOnNan(output_transform=lambda _: trainer.state.train_scalars["loss"])
-    trainer.add_event_handler(every_log, nan_check)
+    trainer.add_event_handler(
+        TrainEvents.SCALARS, TerminateOnNan(output_transform=lambda _: trainer.state.train_scalars["loss"])
+    )
 
     def diverged() -> bool:
         output = trainer.state.output
@@ -267,7 +296,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
 
     # W&B handlers log first, then the handlers below read the same metrics
     run, owned = start_run(cfg, run.result() if hasattr(run, "result") else run)
-    attach_wandb(trainer, evaluator, model, cfg.log_interval, histograms=not cfg.compile)
+    attach_wandb(trainer, evaluator, model, cfg.log_interval)
 
     @evaluator.on(Events.COMPLETED)
     def track(engine: Any) -> None:
@@ -304,6 +333,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
                                "bookkeeping": _Resumable(state, train_batches)}  # fmt: skip
     if scheduler is not None:
         to_save["lr_scheduler"] = scheduler
+    if scaler is not None:
+        to_save["amp_scaler"] = scaler
     if cfg.patience > 0:
         to_save["early_stopping"] = early
     resumed_epoch = None
@@ -355,7 +386,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
         from ignite.handlers import ProgressBar
 
         ProgressBar(persist=False).attach(
-            trainer, output_transform=lambda _: {"loss": trainer.state.train_scalars["loss"]}, event_name=every_log
+            trainer, output_transform=lambda _: {"loss": trainer.state.train_scalars["loss"]},
+            event_name=TrainEvents.SCALARS,
         )
 
     def request_stop() -> None:  # SIGTERM (W&B's agent stopping a run), SIGHUP or Ctrl-C

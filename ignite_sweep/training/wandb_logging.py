@@ -3,7 +3,8 @@
 Logged names are part of the interface (sweep YAMLs and reports depend on them):
 
 - ``train/loss``, ``train/lr``, ``train/grad_norm`` every ``log_interval`` iterations, step = iteration
-- ``gradients/*`` and ``parameters/*`` histograms through ``wandb.watch(log="all")``
+- ``gradients/*`` and ``parameters/*`` histograms (the names and 64 bins of ``wandb.watch(log="all")``) every 10th
+  log, at the same step
 - ``val/loss``, ``val/accuracy`` and ``epoch`` after each evaluation, at the trainer's iteration as step
 - summary ``best/val/accuracy``, ``best/val/loss``, ``epochs_completed``, ``status``
 - the best checkpoint as an artifact of type ``model``
@@ -15,7 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ignite.engine import Engine, Events
+from ignite.engine import Engine, EventEnum, Events
 from ignite.handlers.wandb_logger import WandBLogger, global_step_from_engine
 
 from ignite_sweep.training.config import DEFAULT_PROJECT
@@ -24,6 +25,14 @@ if TYPE_CHECKING:
     import torch
 
     from ignite_sweep.training.config import TrainConfig
+
+
+class TrainEvents(EventEnum):
+    """``SCALARS``: fired by the trainer every ``log_interval`` iterations once ``trainer.state.train_scalars`` holds
+    the loss, lr and gradient norm fetched from the device (``train_scalars``). W&B's ``train/*``, the divergence
+    check and the progress bar hang off it: one event filter checked per iteration instead of one each."""
+
+    SCALARS = "scalars"
 
 
 def start_run(cfg: TrainConfig, run: Any = None) -> tuple[Any, bool]:
@@ -63,23 +72,58 @@ def train_scalars(loss: Any, model: torch.nn.Module, optimizer: torch.optim.Opti
     return {"loss": loss_value, "lr": optimizer.param_groups[0]["lr"], "grad_norm": norm_value}
 
 
+HISTOGRAM_BINS = 64  # wandb.watch's
+
+
+def histograms(model: torch.nn.Module) -> dict[str, Any]:
+    """``parameters/<name>`` and ``gradients/<name>`` as ``wandb.watch(log="all")`` logs them: ``histc`` in 64 bins
+    between each tensor's finite minimum and maximum (one bin where they are equal; nothing for a tensor without a
+    finite value). Unlike watch (hooks on every forward and backward pass; per tensor a copy to the host and three
+    waits for the device), computed on the device for all tensors at once: two waits, the ranges and the counts."""
+    import torch
+    import wandb
+
+    named = list(model.named_parameters())
+    tensors = [("parameters/" + name, p.detach()) for name, p in named]
+    tensors += [("gradients/" + name, p.grad.detach()) for name, p in named if p.grad is not None]
+    if not tensors:
+        return {}
+    flats = [tensor.reshape(-1).float() for _, tensor in tensors]
+    ranges = []
+    for flat in flats:
+        finite = torch.isfinite(flat)
+        ranges += [torch.where(finite, flat, torch.inf).amin(), torch.where(finite, flat, -torch.inf).amax()]
+    bounds = torch.stack(ranges).reshape(-1, 2).tolist()
+    # histc counts what lies in [low, high]: the infinities and NaNs are left out, as watch leaves them out
+    spread = [flat.histc(HISTOGRAM_BINS, low, high)
+              for flat, (low, high) in zip(flats, bounds, strict=True) if low < high]  # fmt: skip
+    counts = iter(torch.stack(spread).tolist() if spread else [])
+    logged = {}
+    for (name, tensor), (low, high) in zip(tensors, bounds, strict=True):
+        if low == high:  # a constant tensor (a bias at zero): watch's single bin
+            logged[name] = wandb.Histogram(np_histogram=([tensor.numel()], [low, high]))
+        elif low < high:  # else no finite value at all (low = inf > high = -inf): watch logs nothing either
+            edges = [low + (high - low) * i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)]
+            logged[name] = wandb.Histogram(np_histogram=(next(counts), edges))
+    return logged
+
+
 def attach_wandb(
     trainer: Engine,
     evaluator: Engine,
     model: torch.nn.Module,
     log_interval: int,
-    histograms: bool = True,
 ) -> WandBLogger:
     """Attach the W&B handlers to an active run; returns the logger (``logger.log`` etc. reach wandb).
 
-    ``train/*`` are read from ``trainer.state.train_scalars`` (``train_scalars``), which the trainer must set
-    every ``log_interval`` iterations in a handler attached before this one."""
+    ``train/*`` are read from ``trainer.state.train_scalars`` when the trainer fires ``TrainEvents.SCALARS``
+    (every ``log_interval`` iterations; registered by train.py with the iteration as its step)."""
     logger = WandBLogger(init=False)
     logger.attach_output_handler(
         trainer,
-        event_name=Events.ITERATION_COMPLETED(every=log_interval),
+        event_name=TrainEvents.SCALARS,
         tag="train",
-        output_transform=lambda _: trainer.state.train_scalars,  # fetched once per logged iteration (train.py)
+        output_transform=lambda _: trainer.state.train_scalars,
     )
     logger.attach_output_handler(
         evaluator,
@@ -93,10 +137,13 @@ def attach_wandb(
     def log_epoch(_: Engine) -> None:
         logger.log({"epoch": trainer.state.epoch}, step=trainer.state.iteration)
 
-    # Histograms cost far more than scalars (and wandb's own default is every 1000 steps): every 10th log. Not with
-    # torch.compile: wandb.watch hooks every parameter, which breaks the compiled graph.
-    if histograms:
-        logger.watch(model, log="all", log_freq=10 * log_interval)
+    # Histograms cost far more than scalars (wandb's own default is every 1000 steps): every 10th log.
+    every_tenth = TrainEvents.SCALARS(event_filter=lambda _, iteration: iteration % (10 * log_interval) == 0)
+
+    @trainer.on(every_tenth)
+    def log_histograms(engine: Engine) -> None:
+        logger.log(histograms(model), step=engine.state.iteration)
+
     return logger
 
 
@@ -120,9 +167,5 @@ def finish_run(run: Any, summary: dict[str, Any], checkpoint: Path | None, owned
         )
         artifact.add_file(str(checkpoint))
         run.log_artifact(artifact, aliases=["best"])
-    try:
-        wandb.unwatch()
-    except Exception:  # noqa: BLE001 - unwatch of a model that was never watched is not an error
-        pass
     if owned:
         run.finish(exit_code=0 if summary.get("status") != "failed" else 1)
