@@ -26,7 +26,7 @@ step() {  # step NAME SECONDS COMMAND...
   shift 2
   echo "== $name (limit ${limit}s)"
   local start=$SECONDS
-  timeout "$limit" "$@" > "$OUTDIR/$name.txt" 2>&1
+  timeout -k 10 "$limit" "$@" > "$OUTDIR/$name.txt" 2>&1  # -k: train() takes SIGTERM as "stop gracefully"
   echo "exit $? after $((SECONDS - start))s" >> "$OUTDIR/$name.txt"
   tail -4 "$OUTDIR/$name.txt"
 }

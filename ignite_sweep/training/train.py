@@ -117,14 +117,19 @@ class _Resumable:
         import torch
 
         return {"best": dict(self.state["best"]), "last": dict(self.state["last"]),
-                "shuffle": self.batches._generator.get_state(), "torch_rng": torch.get_rng_state()}  # fmt: skip
+                "shuffle": self.batches._generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}  # fmt: skip
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         import torch
 
+        # RNG states are CPU byte tensors; torch.load(map_location=<the CUDA device>) has moved them there
         self.state["best"], self.state["last"] = dict(saved["best"]), dict(saved["last"])
-        self.batches._generator.set_state(saved["shuffle"])
-        torch.set_rng_state(saved["torch_rng"])
+        self.batches._generator.set_state(saved["shuffle"].cpu())
+        torch.set_rng_state(saved["torch_rng"].cpu())
+        cuda_rng = saved.get("cuda_rng")  # dropout on the GPU draws from these
+        if cuda_rng and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([state.cpu() for state in cuda_rng])
 
 
 def _channels_last_batch(batch: Any, device: Any = None, non_blocking: bool = False) -> tuple[Any, Any]:
