@@ -390,9 +390,10 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
     if sys.stderr.isatty():
         from ignite.handlers import ProgressBar
 
+        # ProgressBar takes Ignite's own events only: the same iterations as SCALARS, after fetch_scalars
         ProgressBar(persist=False).attach(
             trainer, output_transform=lambda _: {"loss": trainer.state.train_scalars["loss"]},
-            event_name=TrainEvents.SCALARS,
+            event_name=Events.ITERATION_COMPLETED(every=max(1, cfg.log_interval)),
         )
 
     def request_stop() -> None:  # SIGTERM (W&B's agent stopping a run), SIGHUP or Ctrl-C
