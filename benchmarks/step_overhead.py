@@ -53,7 +53,8 @@ def build(model_name: str, loaded: Any, device: torch.device) -> torch.nn.Module
     return build_model(model_name, loaded.in_channels, loaded.image_size, loaded.num_classes, 0.5).to(device)
 
 
-def plain(model_name: str, epochs: int, device: torch.device) -> float:
+def plain(model_name: str, epochs: int, device: torch.device, run: Any = None, log_interval: int = 10) -> float:
+    """The bare loop; with a W&B ``run``, also logging train/loss, lr and grad_norm every ``log_interval``."""
     loaded, batches = data(device)
     model = build(model_name, loaded, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
@@ -66,35 +67,22 @@ def plain(model_name: str, epochs: int, device: torch.device) -> float:
             loss.backward()
             optimizer.step()
             n += 1
+            if run is not None and n % log_interval == 0:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
+                loss_value, norm_value = torch.stack([loss.detach(), norm]).tolist()
+                lr = optimizer.param_groups[0]["lr"]
+                run.log({"train/loss": loss_value, "train/lr": lr, "train/grad_norm": norm_value}, step=n)
     sync(device)
     return (time.perf_counter() - start) / n * 1e6
 
 
-def plain_wandb(model_name: str, epochs: int, device: torch.device, log_interval: int = 10) -> float:
+def plain_wandb(model_name: str, epochs: int, device: torch.device) -> float:
     import wandb
 
-    loaded, batches = data(device)
-    model = build(model_name, loaded, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
     os.environ["WANDB_MODE"] = "offline"
     run = wandb.init(project="step-overhead")
     try:
-        sync(device)
-        start, n = time.perf_counter(), 0
-        for _ in range(epochs):
-            for x, y in batches:
-                optimizer.zero_grad()
-                loss = torch.nn.functional.nll_loss(model(x), y)
-                loss.backward()
-                optimizer.step()
-                n += 1
-                if n % log_interval == 0:
-                    norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
-                    loss_value, norm_value = torch.stack([loss.detach(), norm]).tolist()
-                    lr = optimizer.param_groups[0]["lr"]
-                    run.log({"train/loss": loss_value, "train/lr": lr, "train/grad_norm": norm_value}, step=n)
-        sync(device)
-        return (time.perf_counter() - start) / n * 1e6
+        return plain(model_name, epochs, device, run)
     finally:
         run.finish()
         wandb.teardown()

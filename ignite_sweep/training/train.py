@@ -159,16 +159,18 @@ def readable_checkpoint(folder: str | Path | None) -> Path | None:
 
 
 def training_step(model: Any, optimizer: Any, loss_fn: Callable[..., Any], device: Any,
-                  prepare_batch: Callable[..., Any], scaler: Any = None) -> Callable[[Any, Any], Any]:  # fmt: skip
+                  prepare_batch: Callable[..., Any] | None = None,
+                  scaler: Any = None) -> Callable[[Any, Any], Any]:  # fmt: skip
     """The trainer's process function: Ignite's ``supervised_training_step`` (``_amp`` with a ``GradScaler``) less
     what a sweep's run does not use and pays for every iteration: ``model.train()`` (once per epoch instead),
-    gradient accumulation, and ``loss.item()``, a wait for the device. Its output is the detached loss tensor; it
-    becomes a number only where it is logged, shown or checked (every ``log_interval``, each epoch's end)."""
+    gradient accumulation, ``loss.item()`` (a wait for the device) and, without a ``prepare_batch``, the move of a
+    batch that is on the device already (``TensorBatches``). Its output is the detached loss tensor; it becomes a
+    number only where it is logged, shown or checked (every ``log_interval``, each epoch's end)."""
     import torch
 
     def update(_engine: Any, batch: Any) -> Any:
         optimizer.zero_grad()
-        x, y = prepare_batch(batch, device=device, non_blocking=False)
+        x, y = batch if prepare_batch is None else prepare_batch(batch, device=device, non_blocking=False)
         if scaler is None:
             loss = loss_fn(model(x), y)
             loss.backward()
@@ -244,7 +246,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
         model = model.to(memory_format=torch.channels_last)
     stepped = torch.compile(model) if cfg.compile else model
     prepare = _channels_last_batch if channels_last else _prepare_batch
-    trainer = Engine(training_step(stepped, optimizer, criterion, device, prepare, scaler))
+    # The batches are slices of tensors on the device already: the trainer moves nothing (channels_last reformats)
+    trainer = Engine(training_step(stepped, optimizer, criterion, device, prepare if channels_last else None, scaler))
     if scaler is not None:
         trainer.state.scaler = scaler  # where Ignite's create_supervised_trainer keeps it
     # The step leaves the model's mode alone; the evaluator switches it to eval() and the trainer back each epoch.

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 class TrainEvents(EventEnum):
     """``SCALARS``: fired by the trainer every ``log_interval`` iterations once ``trainer.state.train_scalars`` holds
-    the loss, lr and gradient norm fetched from the device (``train_scalars``). W&B's ``train/*``, the divergence
-    check and the progress bar hang off it: one event filter checked per iteration instead of one each."""
+    the loss, lr and gradient norm fetched from the device (``train_scalars``). W&B's ``train/*`` and the divergence
+    check hang off it: one event filter checked per iteration instead of one per handler."""
 
     SCALARS = "scalars"
 
