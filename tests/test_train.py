@@ -202,10 +202,12 @@ def test_histograms_are_wandb_watch_histograms() -> None:
         model[0].weight[0, :2] = torch.tensor([float("nan"), float("inf")])
         model[1].bias.zero_()
         model[2].weight.fill_(float("nan"))
+        model[2].bias.copy_(torch.tensor([float("nan"), 0.5]))  # one finite value: one bin, its NaN not counted
     model[:2](torch.randn(5, 6)).sum().backward()
     logged = histograms(model)
     assert "parameters/2.weight" not in logged and "gradients/2.weight" not in logged  # all NaN / no gradient
     assert logged["parameters/1.bias"].histogram == [3] and logged["parameters/1.bias"].bins == [0.0, 0.0]
+    assert logged["parameters/2.bias"].histogram == [1] and logged["parameters/2.bias"].bins == [0.5, 0.5]
     weight = model[0].weight.detach().reshape(-1)
     finite = weight[torch.isfinite(weight)]
     low, high = finite.min().item(), finite.max().item()

@@ -250,7 +250,7 @@ HELP: dict[str, str] = {
     "metric": "metric for early stopping and the best checkpoint: " + " | ".join(EVAL_METRICS),
     "device": "auto (cuda when available) | cpu | cuda",
     "amp": "mixed precision (CUDA only; ignored on the CPU)",
-    "compile": "torch.compile the model (the first steps compile it; W&B's gradient histograms are off)",
+    "compile": "torch.compile the model (the first steps compile it)",
     "channels_last": "channels-last memory format for 4-D inputs (CNNs on CUDA; ignored on the CPU)",
     "log_interval": "log train/loss, train/lr, train/grad_norm every N iterations",
     "data_dir": "where datasets live (env IGNITE_SWEEP_DATA)",

@@ -275,9 +275,10 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
     # W&B's train/* scalars, the divergence check and the progress bar read them there. A NaN or infinite loss is
     # caught within log_interval iterations (and at each epoch's end), not at every step. One filtered handler runs
     # per iteration; what reads the scalars hangs off the event it fires, TrainEvents.SCALARS.
-    trainer.register_events(*TrainEvents, event_to_attr={TrainEvents.SCALARS: "iteration"})  # its step
+    trainer.register_events(*TrainEvents)
+    every_log = Events.ITERATION_COMPLETED(every=max(1, cfg.log_interval))
 
-    @trainer.on(Events.ITERATION_COMPLETED(every=max(1, cfg.log_interval)))
+    @trainer.on(every_log)
     def fetch_scalars(engine: Any) -> None:
         engine.state.train_scalars = train_scalars(engine.state.output, model, optimizer)
         engine.fire_event(TrainEvents.SCALARS)
@@ -395,8 +396,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
 
         # ProgressBar takes Ignite's own events only: the same iterations as SCALARS, after fetch_scalars
         ProgressBar(persist=False).attach(
-            trainer, output_transform=lambda _: {"loss": trainer.state.train_scalars["loss"]},
-            event_name=Events.ITERATION_COMPLETED(every=max(1, cfg.log_interval)),
+            trainer, output_transform=lambda _: {"loss": trainer.state.train_scalars["loss"]}, event_name=every_log
         )
 
     def request_stop() -> None:  # SIGTERM (W&B's agent stopping a run), SIGHUP or Ctrl-C

@@ -58,17 +58,13 @@ def grad_norm(model: torch.nn.Module) -> torch.Tensor:
     return torch.nn.utils.get_total_norm(grads)
 
 
-def train_scalars(loss: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """``train/loss``, ``train/lr``, ``train/grad_norm`` at a logging iteration: the loss and the gradient norm stay
-    on the device until here and come back together, one wait for the device per logged iteration."""
+def train_scalars(loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """``train/loss``, ``train/lr``, ``train/grad_norm`` at a logging iteration: the loss (the trainer's output, a
+    tensor) and the gradient norm stay on the device until here and come back together, one wait for the device."""
     import torch
 
-    norm = grad_norm(model)
-    if isinstance(loss, torch.Tensor):
-        both = torch.stack([loss.detach().float().reshape(()), norm.to(loss.device).float()])
-        loss_value, norm_value = both.tolist()
-    else:
-        loss_value, norm_value = loss, norm.item()
+    both = torch.stack([loss.detach().float().reshape(()), grad_norm(model).to(loss.device).float()])
+    loss_value, norm_value = both.tolist()
     return {"loss": loss_value, "lr": optimizer.param_groups[0]["lr"], "grad_norm": norm_value}
 
 
@@ -92,16 +88,17 @@ def histograms(model: torch.nn.Module) -> dict[str, Any]:
     ranges = []
     for flat in flats:
         finite = torch.isfinite(flat)
-        ranges += [torch.where(finite, flat, torch.inf).amin(), torch.where(finite, flat, -torch.inf).amax()]
-    bounds = torch.stack(ranges).reshape(-1, 2).tolist()
+        ranges += [torch.where(finite, flat, torch.inf).amin(), torch.where(finite, flat, -torch.inf).amax(),
+                   finite.sum().float()]  # fmt: skip
+    bounds = torch.stack(ranges).reshape(-1, 3).tolist()
     # histc counts what lies in [low, high]: the infinities and NaNs are left out, as watch leaves them out
     spread = [flat.histc(HISTOGRAM_BINS, low, high)
-              for flat, (low, high) in zip(flats, bounds, strict=True) if low < high]  # fmt: skip
+              for flat, (low, high, _) in zip(flats, bounds, strict=True) if low < high]  # fmt: skip
     counts = iter(torch.stack(spread).tolist() if spread else [])
     logged = {}
-    for (name, tensor), (low, high) in zip(tensors, bounds, strict=True):
-        if low == high:  # a constant tensor (a bias at zero): watch's single bin
-            logged[name] = wandb.Histogram(np_histogram=([tensor.numel()], [low, high]))
+    for (name, _), (low, high, n_finite) in zip(tensors, bounds, strict=True):
+        if low == high:  # a constant tensor (a bias at zero): watch's single bin of its finite values
+            logged[name] = wandb.Histogram(np_histogram=([int(n_finite)], [low, high]))
         elif low < high:  # else no finite value at all (low = inf > high = -inf): watch logs nothing either
             edges = [low + (high - low) * i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)]
             logged[name] = wandb.Histogram(np_histogram=(next(counts), edges))
@@ -117,7 +114,7 @@ def attach_wandb(
     """Attach the W&B handlers to an active run; returns the logger (``logger.log`` etc. reach wandb).
 
     ``train/*`` are read from ``trainer.state.train_scalars`` when the trainer fires ``TrainEvents.SCALARS``
-    (every ``log_interval`` iterations; registered by train.py with the iteration as its step)."""
+    (every ``log_interval`` iterations; registered and fired by train.py)."""
     logger = WandBLogger(init=False)
     hist_every = 10 * log_interval  # histograms cost far more than scalars (watch's own default: every 1000 steps)
 
