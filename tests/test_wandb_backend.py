@@ -311,6 +311,11 @@ def test_ctrl_c_ends_a_wandb_run_interrupted_with_a_nonzero_exit(offline_wandb: 
         if '"event": "eval"' in line:
             break
     trial.send_signal(signal.SIGINT)
+    # W&B's agent, Ctrl-C'd too, stops the run with SIGTERMs while it ends (the run's end must still be recorded)
+    time.sleep(0.2)
+    while trial.poll() is None:
+        trial.send_signal(signal.SIGTERM)
+        time.sleep(0.002)
     out, err = trial.communicate(timeout=120)
     assert trial.returncode == 0, err
     end = json.loads(next(line for line in out.splitlines() if '"event": "end"' in line).split(" ", 1)[1])

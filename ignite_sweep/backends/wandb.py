@@ -156,6 +156,9 @@ def split_id(sweep_id: str) -> tuple[str, str, str]:
 
 def trial() -> dict[str, Any] | None:
     """What ``wandb.agent`` calls for each run: wandb.config -> TrainConfig -> train()."""
+    import signal
+    import threading
+
     import wandb
 
     from ignite_sweep.execution.process import emit
@@ -172,7 +175,9 @@ def trial() -> dict[str, Any] | None:
 
     try:
         cfg = TrainConfig.from_dict(params)
-        summary = train(cfg, reporter=progress)
+        # Ctrl-C or a closed terminal, not W&B's stop (a SIGTERM): unfinished work, recorded `interrupted` with a
+        # non-zero exit. W&B's controller decides whether it is offered again.
+        summary = train(cfg, reporter=progress, interrupted_by=("SIGINT", "SIGHUP"))
     except IgniteSweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         run.summary["error"] = str(exc)
@@ -185,10 +190,10 @@ def trial() -> dict[str, Any] | None:
         run.finish(exit_code=1)
         emit({"event": "end", "run": run.id, "state": "failed", "error": error, "params": params})
         raise
-    if summary["status"] == "stopped" and summary.get("stopped_by") in ("SIGINT", "SIGHUP"):
-        # Ctrl-C or a closed terminal, not W&B's stop (a SIGTERM): unfinished work. W&B's controller decides
-        # whether it is offered again; the summary says what happened and the exit code is non-zero.
-        summary["status"] = run.summary["status"] = "interrupted"
+    if threading.current_thread() is threading.main_thread():
+        # The run has ended: W&B's agent stops it with a SIGTERM after a Ctrl-C reached both (and waits for this
+        # process), which would kill it before W&B has its end.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     run.finish(exit_code=1 if summary["status"] in ("diverged", "interrupted") else 0)
     status = summary["status"]
     state = "failed" if status == "diverged" else status if status in ("stopped", "interrupted") else "finished"

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -202,7 +202,8 @@ def build_loss(name: str) -> Callable[..., Any]:
 
 def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
           checkpoint_dir: str | Path | None = None, resume_from: str | Path | None = None,
-          on_resume: Callable[[int], None] | None = None) -> dict[str, Any]:  # fmt: skip
+          on_resume: Callable[[int], None] | None = None,
+          interrupted_by: Collection[str] = ()) -> dict[str, Any]:  # fmt: skip
     """Train one model as ``cfg`` says, log it to W&B and return the run's summary.
 
     With ``checkpoint_dir``, an Ignite ``Checkpoint`` of trainer, model, optimizer, lr scheduler, metrics and RNG
@@ -212,8 +213,9 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
 
     Inside a W&B agent the active run is reused; otherwise a run is started (and finished here).
     ``run`` may be a wandb run, or a Future of one started while the data loads (the local agent does so).
-    The summary has ``status`` (finished | early-stopped | diverged | stopped), ``stopped_by`` (``sweep``, or
-    the signal: SIGTERM, SIGINT, SIGHUP), ``epochs_completed``,
+    The summary has ``status`` (finished | early-stopped | diverged | stopped | interrupted: stopped by one of
+    the signals named in ``interrupted_by``), ``stopped_by`` (``sweep``, or the signal: SIGTERM, SIGINT, SIGHUP),
+    ``epochs_completed``,
     ``best/val/accuracy``, ``best/val/loss``, the last ``val/*`` metrics and ``train_time_s``.
     """
     import torch
@@ -407,35 +409,41 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
     stop = StopSignal(request_stop)
     summary: dict[str, Any] = {}
     started = time.perf_counter()
-    try:
-        with stop.installed():
+    # The handlers stay until the summary is written: a stop that comes while the run ends (W&B's agent sends
+    # a SIGTERM after a Ctrl-C reached the run) changes nothing, where the default action would kill the run
+    # before its end is recorded.
+    with stop.installed():
+        try:
             trainer.run(train_batches, max_epochs=cfg.epochs)
-    except BaseException:
-        state["status"] = "failed"
-        raise
-    finally:
-        if diverged() and state["status"] != "failed":
-            state["status"] = "diverged"
-        all_done = trainer.state.iteration >= cfg.epochs * len(train_batches)
-        if all_done and state["status"] in ("stopped", "early-stopped"):
-            state["status"] = "finished"  # the stop came after its last epoch: nothing was cut short
-        train_time = timer.value()
-        summary = {
-            "status": state["status"],
-            "stopped_by": state.get("stopped_by"),  # what stopped it first: "sweep" (the reporter) or a signal
-            "epochs_completed": trainer.state.iteration // len(train_batches),
-            **{f"best/{k}": v for k, v in state["best"].items()},
-            **state["last"],
-            "iterations": trainer.state.iteration,
-            "resumed_epoch": resumed_epoch,
-            "train_time_s": train_time,
-            "run_time_s": time.perf_counter() - started,  # training and evaluation
-            "samples_per_s": (trainer.state.iteration - (resumed_epoch or 0) * len(train_batches)) * cfg.batch_size
-            / train_time if train_time else 0.0,
-        }
-        best_file = Path(checkpoint.last_checkpoint) if checkpoint.last_checkpoint else None
-        summary["checkpoint"] = str(best_file) if best_file else None
-        finish_run(run, summary, best_file, owned)
+        except BaseException:
+            state["status"] = "failed"
+            raise
+        finally:
+            stop.on_stop = lambda: None  # the run has ended: a stop from now on has nothing left to stop
+            if diverged() and state["status"] != "failed":
+                state["status"] = "diverged"
+            all_done = trainer.state.iteration >= cfg.epochs * len(train_batches)
+            if all_done and state["status"] in ("stopped", "early-stopped"):
+                state["status"] = "finished"  # the stop came after its last epoch: nothing was cut short
+            if state["status"] == "stopped" and state.get("stopped_by") in interrupted_by:
+                state["status"] = "interrupted"
+            train_time = timer.value()
+            summary = {
+                "status": state["status"],
+                "stopped_by": state.get("stopped_by"),  # what stopped it first: "sweep" (the reporter) or a signal
+                "epochs_completed": trainer.state.iteration // len(train_batches),
+                **{f"best/{k}": v for k, v in state["best"].items()},
+                **state["last"],
+                "iterations": trainer.state.iteration,
+                "resumed_epoch": resumed_epoch,
+                "train_time_s": train_time,
+                "run_time_s": time.perf_counter() - started,  # training and evaluation
+                "samples_per_s": (trainer.state.iteration - (resumed_epoch or 0) * len(train_batches))
+                * cfg.batch_size / train_time if train_time else 0.0,
+            }
+            best_file = Path(checkpoint.last_checkpoint) if checkpoint.last_checkpoint else None
+            summary["checkpoint"] = str(best_file) if best_file else None
+            finish_run(run, summary, best_file, owned)
     return summary
 
 
