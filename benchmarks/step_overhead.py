@@ -76,13 +76,13 @@ def plain(model_name: str, epochs: int, device: torch.device, run: Any = None, l
     return (time.perf_counter() - start) / n * 1e6
 
 
-def plain_wandb(model_name: str, epochs: int, device: torch.device) -> float:
+def plain_wandb(model_name: str, epochs: int, device: torch.device, log_interval: int = 10) -> float:
     import wandb
 
     os.environ["WANDB_MODE"] = "offline"
     run = wandb.init(project="step-overhead")
     try:
-        return plain(model_name, epochs, device, run)
+        return plain(model_name, epochs, device, run, log_interval)
     finally:
         run.finish()
         wandb.teardown()
@@ -133,6 +133,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", default="tiny,net", help="which rows: tiny, net or both (default)")
+    parser.add_argument("--log-interval", type=int, default=None,
+                        help="iterations between W&B logs, in the plain loop's W&B row and train()'s rows "
+                             "(default: the hyperparameter's default)")
     parser.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=None,
                         help="also samples/s of net and cnn with and without amp and compile (default: on CUDA)")
     parser.add_argument("--throughput-repeats", type=int, default=2,
@@ -144,12 +147,15 @@ def main() -> None:
     os.environ.setdefault("WANDB_DIR", tempfile.mkdtemp(prefix="step-overhead-"))
     os.environ["WANDB_SILENT"] = "true"
     device = torch.device(args.device)
+    from ignite_sweep.training.config import TrainConfig
+
+    every = args.log_interval or TrainConfig.log_interval
     rows = {
         "plain": lambda m: plain(m, args.epochs, device),
-        "plain_wandb": lambda m: plain_wandb(m, args.epochs, device),
+        "plain_wandb": lambda m: plain_wandb(m, args.epochs, device, every),
         "ignite": lambda m: ignite(m, args.epochs, device),
-        "train_disabled": lambda m: full(m, args.epochs, device, "disabled"),
-        "train_offline": lambda m: full(m, args.epochs, device, "offline"),
+        "train_disabled": lambda m: full(m, args.epochs, device, "disabled", every),
+        "train_offline": lambda m: full(m, args.epochs, device, "offline", every),
         "train_quiet": lambda m: full(m, args.epochs, device, "offline", log_interval=100000),
     }
     results: dict[str, dict[str, float]] = {}
@@ -183,7 +189,8 @@ def main() -> None:
                            f"{prefix}full_vs_plain_wandb": round(rows_of["train_offline"] / rows_of["plain_wandb"], 3),
                            f"{prefix}disabled_vs_plain": round(rows_of["train_disabled"] / rows_of["plain"], 3),
                            f"{prefix}ignite_vs_plain": round(rows_of["ignite"] / rows_of["plain"], 3)})  # fmt: skip
-    print(json.dumps({"us_per_iter": results, "device": args.device, "samples_per_s": throughput, **ratios}))
+    print(json.dumps({"us_per_iter": results, "device": args.device, "log_interval": every,
+                      "samples_per_s": throughput, **ratios}))
 
 
 if __name__ == "__main__":

@@ -17,11 +17,16 @@ def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    """For agents run inside the pytest process: they fork from it, and its OpenMP pool (started by earlier
-    tests) can deadlock a forked child that enters it. A real agent process never computes before it forks."""
-    monkeypatch.setenv("IGNITE_SWEEP_THREADS", "1")
+    """Every run a test starts trains on one thread. Agents run inside the pytest process fork from it, and its
+    OpenMP pool (started by earlier tests) can deadlock a forked child that enters it (a real agent process never
+    computes before it forks). And tests start agents side by side on a 2-core machine: two agents' runs with
+    torch's default thread count each were measured 7x slower than with one thread each (OpenMP's spinning
+    threads fight over the cores; `--workers` splits the cores for users, these tests check claims, not threads).
+    """
+    monkeypatch.setenv("IGNITE_SWEEP_THREADS", "1")  # forked runs (set in the child)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # processes a test starts: agents, a program's script
 
 
 @pytest.fixture(autouse=True)

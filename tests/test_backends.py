@@ -18,8 +18,6 @@ from ignite_sweep.backends import REGISTRY
 from ignite_sweep.backends.base import RUN_STATES, Backend
 from ignite_sweep.sweepfile import validate_sweep
 
-pytestmark = pytest.mark.usefixtures("one_thread_per_run")
-
 ID_FORMS = {"local": r"local/[a-z0-9]{8}", "wandb": r"me/contract/sw\d{5}"}
 FAST = {"dataset": {"value": "digits"}, "epochs": {"value": 1},
         "batch_size": {"value": 256}, "log_interval": {"value": 50}}  # fmt: skip

@@ -24,8 +24,6 @@ from ignite_sweep.backends.wandb import WandbBackend
 from ignite_sweep.execution.wandb_file import history, records, run_file, summary
 from ignite_sweep.sweepfile import SWEEP_COMMAND, validate_sweep
 
-pytestmark = pytest.mark.usefixtures("one_thread_per_run")
-
 FAST = {"dataset": {"value": "digits"}, "epochs": {"value": 1}, "log_interval": {"value": 50}}
 CONFIG = {"method": "grid", "metric": {"name": "val/accuracy", "goal": "maximize"},
           "parameters": {**FAST, "lr": {"values": [0.02, 0.05]}}}  # fmt: skip
