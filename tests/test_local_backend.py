@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -183,8 +184,12 @@ def test_ctrl_c_then_a_new_agent_runs_every_grid_point_to_the_end_once(offline_w
     path = sweep_file(offline_wandb, parameters={"epochs": {"value": 4}, "lr": {"values": [0.01, 0.02, 0.03]}})
     sweep_id = create(path)
     agent = start_agent(sweep_id)
-    wait_for(lambda: any(r["history"] for r in store_runs(sweep_id)), what="a first evaluation")
+    (running,) = wait_for(lambda: [r for r in store_runs(sweep_id) if r["history"]], what="a first evaluation")
     agent.send_signal(signal.SIGINT)
+    while agent.poll() is None:  # more stops while the run ends (a terminal's Ctrl-C reaches it too): no harm
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(running["pid"], signal.SIGTERM)
+        time.sleep(0.002)
     _, err = agent.communicate(timeout=120)
     assert agent.returncode == 130, err
     (cut,) = store_runs(sweep_id)

@@ -24,7 +24,7 @@ from typing import Any
 from ignite_sweep.backends.base import AgentResult, Backend, RunRecord, SweepRecord
 from ignite_sweep.engine import GridPlan, next_params
 from ignite_sweep.errors import BackendError, IgniteSweepError
-from ignite_sweep.execution.process import Interrupts, emit, run_in_child, warm_up
+from ignite_sweep.execution.process import Interrupts, emit, run_ending, run_in_child, warm_up
 from ignite_sweep.format import fmt
 from ignite_sweep.store.sql import LocalStore
 from ignite_sweep.sweepfile import is_program_sweep
@@ -436,6 +436,7 @@ class LocalBackend(Backend):
 
             summary = train(cfg, reporter=reporter, run=starting, checkpoint_dir=folder / run_id,
                             resume_from=folder / retry_of if retry_of else None, on_resume=resumed)  # fmt: skip
+            run_ending()
             summary["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")  # as the run saw it
             store.heartbeat(run_id, run_dir=os.path.dirname(starting.result().dir))
         except IgniteSweepError as exc:

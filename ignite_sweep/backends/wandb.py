@@ -156,12 +156,9 @@ def split_id(sweep_id: str) -> tuple[str, str, str]:
 
 def trial() -> dict[str, Any] | None:
     """What ``wandb.agent`` calls for each run: wandb.config -> TrainConfig -> train()."""
-    import signal
-    import threading
-
     import wandb
 
-    from ignite_sweep.execution.process import emit
+    from ignite_sweep.execution.process import emit, run_ending
     from ignite_sweep.training.config import TrainConfig
     from ignite_sweep.training.train import train
 
@@ -190,10 +187,7 @@ def trial() -> dict[str, Any] | None:
         run.finish(exit_code=1)
         emit({"event": "end", "run": run.id, "state": "failed", "error": error, "params": params})
         raise
-    if threading.current_thread() is threading.main_thread():
-        # The run has ended: W&B's agent stops it with a SIGTERM after a Ctrl-C reached both (and waits for this
-        # process), which would kill it before W&B has its end.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    run_ending()
     run.finish(exit_code=1 if summary["status"] in ("diverged", "interrupted") else 0)
     status = summary["status"]
     state = "failed" if status == "diverged" else status if status in ("stopped", "interrupted") else "finished"

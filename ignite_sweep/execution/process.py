@@ -132,6 +132,15 @@ def set_threads() -> None:
             torch.set_num_threads(int(threads))
 
 
+def run_ending() -> None:
+    """Called in a run's process once training has ended, before its end is recorded: a SIGTERM from now on is
+    ignored. After a Ctrl-C the agent stops its run with a SIGTERM too (W&B's agent, Interrupts), and one that
+    came after training met the default action and killed the run before its end was written. The agent waits
+    for the run; a second Ctrl-C there kills it (SIGKILL)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 @dataclass
 class ChildExit:
     code: int | None  # exit code, None when killed by a signal
