@@ -18,8 +18,11 @@ def run_in_pty(args: list[str], timeout: float = 300, cols: int = 120, rows: int
     draws nothing in a 0-column terminal."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    # The window's size is the terminal's, as in a user's shell: COLUMNS/LINES from the test runner (pytest-xdist's
+    # workers set 80x24) would override it for rich and tqdm.
+    env = {k: v for k, v in (env or os.environ).items() if k not in ("COLUMNS", "LINES")}
     process = subprocess.Popen(
-        args, stdin=slave, stdout=slave, stderr=slave, env=env or dict(os.environ), start_new_session=True,
+        args, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
     )  # fmt: skip
     os.close(slave)
     chunks: list[bytes] = []
