@@ -138,6 +138,12 @@ def _agent(
             sweep_id, slots, sweep.metric, sweep.goal, count, max_consecutive_failures, stagger, swept=swept
         )
         raise typer.Exit(code)
+    from ignite_sweep.execution.process import agents_on_this_machine, shared_cores_warning
+
+    others, _registration = agents_on_this_machine()  # held open while this agent runs
+    warning = shared_cores_warning(others)
+    if warning:
+        _err(f"warning: {warning}")
     result = backend.run_agent(sweep_id, count=count, max_consecutive_failures=max_consecutive_failures, slot=slot)
     states = ", ".join(f"{n} {s}" for s, n in sorted(result.states.items()))
     _err(f"agent done: {result.runs} runs" + (f" ({states})" if states else "") + f"; {result.reason}")

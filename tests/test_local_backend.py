@@ -299,3 +299,40 @@ def test_hyperband_decision_is_the_engines() -> None:
 def test_unknown_sweep_is_one_line(sweep_id: str) -> None:
     result = cli("status", sweep_id)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_an_agent_next_to_another_on_this_machine_says_how_to_share_the_cores(
+    offline_wandb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Separate agents on one machine each take every core for their runs (torch's default) and slow each other
+    down: an agent that finds another one running says how to share the cores (one line); a killed agent's
+    registration goes with it."""
+    import subprocess
+    import sys
+
+    from ignite_sweep.execution.process import THREAD_VARIABLES, agents_on_this_machine
+
+    folder = tmp_path / "agents"
+    monkeypatch.setenv("IGNITE_SWEEP_AGENTS_DIR", str(folder))
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom ignite_sweep.execution.process import "
+                               "agents_on_this_machine\nn, f = agents_on_this_machine()\nprint(n, flush=True)\n"
+                               "time.sleep(300)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "0"
+        sweep_id = create(sweep_file(offline_wandb, parameters={"lr": {"values": [0.05]}}))
+        alone = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}  # torch's default threads
+        result = cli("agent", sweep_id, env=alone)
+        assert result.returncode == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if "other ignite-sweep agent" in line]
+        if len(os.sched_getaffinity(0)) >= 2:
+            (warning,) = warnings
+            assert warning.startswith("warning: 1 other ignite-sweep agent on this machine")
+            assert "--workers 2" in warning and "OMP_NUM_THREADS=" in warning
+        result = cli("agent", sweep_id)  # a thread count of its own (OMP_NUM_THREADS=1 here): nothing to say
+        assert result.returncode == 0 and "other ignite-sweep agent" not in result.stderr, result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    others, own = agents_on_this_machine()  # the killed holder and the finished agents are gone
+    assert others == 0 and [p.name for p in folder.iterdir()] == [str(os.getpid())]
+    own.close()
