@@ -24,7 +24,7 @@ from typing import Any
 from ignite_sweep.backends.base import AgentResult, Backend, RunRecord, SweepRecord
 from ignite_sweep.engine import GridPlan, next_params
 from ignite_sweep.errors import BackendError, IgniteSweepError
-from ignite_sweep.execution.process import Interrupts, emit, run_ending, run_in_child, warm_up
+from ignite_sweep.execution.process import Interrupts, emit, interruption, run_ending, run_in_child, warm_up
 from ignite_sweep.format import fmt
 from ignite_sweep.store.sql import LocalStore
 from ignite_sweep.sweepfile import is_program_sweep
@@ -435,7 +435,8 @@ class LocalBackend(Backend):
                 emit({"event": "resume", "run": run_id, "epoch": epoch})
 
             summary = train(cfg, reporter=reporter, run=starting, checkpoint_dir=folder / run_id,
-                            resume_from=folder / retry_of if retry_of else None, on_resume=resumed)  # fmt: skip
+                            resume_from=folder / retry_of if retry_of else None, on_resume=resumed,
+                            interrupted=lambda stopped_by: interruption(stopped_by, agent_interrupted()))  # fmt: skip
             run_ending()
             summary["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")  # as the run saw it
             store.heartbeat(run_id, run_dir=os.path.dirname(starting.result().dir))
@@ -455,12 +456,9 @@ class LocalBackend(Backend):
         finally:
             stop_beating.set()
         status = summary["status"]
-        by_signal = status == "stopped" and summary.get("stopped_by") not in (None, "sweep")
-        if by_signal and (agent_interrupted() or summary["stopped_by"] in ("SIGINT", "SIGHUP")):
-            summary["status"] = "interrupted"
+        if status == "interrupted":
             reached = f"interrupted ({summary['stopped_by']}) after {summary['epochs_completed']} epochs"
             store.end_run(run_id, "interrupted", summary, error=reached)
-            starting.result().summary["status"] = "interrupted"
             return _finish(starting, 1)
         if status == "diverged":
             store.end_run(run_id, "failed", summary, error="diverged: the loss became NaN or infinite")
@@ -581,7 +579,7 @@ def program_outcome(code: int, stopped_by: str | None, agent_interrupted: bool, 
     is ``stopped`` even if Ctrl-C comes during its kill delay; a signal from outside the sweep is ``interrupted``
     when the agent was interrupted (or it was SIGINT/SIGHUP), and is run again."""
     note = " (killed after --kill-delay)" if killed else ""
-    if stopped_by not in (None, "sweep") and (agent_interrupted or stopped_by in ("SIGINT", "SIGHUP")):
+    if interruption(stopped_by, agent_interrupted):
         return "interrupted", f"interrupted ({stopped_by}){note}"
     if stopped_by is not None:
         return "stopped", f"stopped by the sweep{note}" if note else None

@@ -158,7 +158,7 @@ def trial() -> dict[str, Any] | None:
     """What ``wandb.agent`` calls for each run: wandb.config -> TrainConfig -> train()."""
     import wandb
 
-    from ignite_sweep.execution.process import emit, run_ending
+    from ignite_sweep.execution.process import emit, interruption, run_ending
     from ignite_sweep.training.config import TrainConfig
     from ignite_sweep.training.train import train
 
@@ -174,7 +174,7 @@ def trial() -> dict[str, Any] | None:
         cfg = TrainConfig.from_dict(params)
         # Ctrl-C or a closed terminal, not W&B's stop (a SIGTERM): unfinished work, recorded `interrupted` with a
         # non-zero exit. W&B's controller decides whether it is offered again.
-        summary = train(cfg, reporter=progress, interrupted_by=("SIGINT", "SIGHUP"))
+        summary = train(cfg, reporter=progress, interrupted=interruption)
     except IgniteSweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         run.summary["error"] = str(exc)

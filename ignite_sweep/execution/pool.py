@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ignite_sweep.errors import ConfigError
-from ignite_sweep.execution.process import EVENT_PREFIX
+from ignite_sweep.execution.process import EVENT_PREFIX, THREAD_VARIABLES
 
 MAX_RESTARTS = 3
 
@@ -40,7 +40,7 @@ class Slot:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
             env["IGNITE_SWEEP_GPU"] = self.gpu
         if self.threads:  # set before the slot's process starts: torch's default thread count follows it
-            env.update({k: str(self.threads) for k in ("IGNITE_SWEEP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+            env.update({k: str(self.threads) for k in THREAD_VARIABLES})
         return env
 
 

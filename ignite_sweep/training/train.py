@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -203,7 +203,7 @@ def build_loss(name: str) -> Callable[..., Any]:
 def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
           checkpoint_dir: str | Path | None = None, resume_from: str | Path | None = None,
           on_resume: Callable[[int], None] | None = None,
-          interrupted_by: Collection[str] = ()) -> dict[str, Any]:  # fmt: skip
+          interrupted: Callable[[str | None], bool] | None = None) -> dict[str, Any]:  # fmt: skip
     """Train one model as ``cfg`` says, log it to W&B and return the run's summary.
 
     With ``checkpoint_dir``, an Ignite ``Checkpoint`` of trainer, model, optimizer, lr scheduler, metrics and RNG
@@ -213,8 +213,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
 
     Inside a W&B agent the active run is reused; otherwise a run is started (and finished here).
     ``run`` may be a wandb run, or a Future of one started while the data loads (the local agent does so).
-    The summary has ``status`` (finished | early-stopped | diverged | stopped | interrupted: stopped by one of
-    the signals named in ``interrupted_by``), ``stopped_by`` (``sweep``, or the signal: SIGTERM, SIGINT, SIGHUP),
+    The summary has ``status`` (finished | early-stopped | diverged | stopped | interrupted: stopped where
+    ``interrupted(stopped_by)`` says so), ``stopped_by`` (``sweep``, or the signal: SIGTERM, SIGINT, SIGHUP),
     ``epochs_completed``,
     ``best/val/accuracy``, ``best/val/loss``, the last ``val/*`` metrics and ``train_time_s``.
     """
@@ -425,7 +425,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
             all_done = trainer.state.iteration >= cfg.epochs * len(train_batches)
             if all_done and state["status"] in ("stopped", "early-stopped"):
                 state["status"] = "finished"  # the stop came after its last epoch: nothing was cut short
-            if state["status"] == "stopped" and state.get("stopped_by") in interrupted_by:
+            if state["status"] == "stopped" and interrupted is not None and interrupted(state.get("stopped_by")):
                 state["status"] = "interrupted"
             train_time = timer.value()
             summary = {
