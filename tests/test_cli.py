@@ -75,3 +75,29 @@ def test_best_without_results_is_one_line(offline_wandb: Path) -> None:
     sweep_id = cli("create", str(sweep_file(offline_wandb)), "--backend", "local").stdout.strip().splitlines()[-1]
     result = cli("best", sweep_id)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "no run with its metric" in result.stderr
+
+
+def test_a_sweep_without_metric_says_so_in_status_best_and_report(offline_wandb: Path) -> None:
+    """W&B allows a sweep without `metric:`: nothing is scored, and nothing may pretend it is (val/accuracy)."""
+    script = offline_wandb / "plain.py"
+    script.write_text("import wandb\nrun = wandb.init()\nrun.log({'loss': run.config['x']})\nrun.finish()\n")
+    path = offline_wandb / "plain.yaml"
+    path.write_text(yaml.safe_dump({"program": str(script), "method": "grid", "parameters": {"x": {"values": [7]}}}))
+    sweep_id = cli("create", str(path), "--backend", "local").stdout.strip().splitlines()[-1]
+    assert cli("agent", sweep_id, cwd=offline_wandb).returncode == 0
+
+    table = cli("status", sweep_id).stdout
+    assert "no metric: this sweep's YAML has no `metric:`" in table and "val/accuracy" not in table, table
+    assert "(maximize)" not in table and "(minimize)" not in table and "*" not in table
+
+    best = cli("best", sweep_id)
+    assert best.returncode == 1 and best.stdout == "" and best.stderr.count("\n") == 1, best.stderr
+    assert "has no metric, so it has no best run" in best.stderr and "`metric: {name:" in best.stderr
+
+    html = offline_wandb / "report.html"
+    report = cli("report", sweep_id, "-o", str(html), "--png", str(offline_wandb / "r.png"))
+    assert report.stdout == f"wrote {html} (runs only: the sweep has no metric to plot)\n"
+    assert report.returncode == 1 and "no PNG written" in report.stderr and not (offline_wandb / "r.png").exists()
+    text = html.read_text()
+    assert "val/accuracy" not in text and "<b>no metric</b>" in text and 'id="parcoords"' not in text
+    assert "<th>x</th><th>epochs</th><th>runtime</th>" in text and "<td>finished</td><td>7</td><td>1</td>" in text

@@ -10,8 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from sweep_helpers import cli, create, store_runs, sweep_file
+
+from ignite_sweep.backends.base import RunRecord, SweepRecord
+from ignite_sweep.report.tables import param_columns, param_value
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
                   "--disable-component-update", "--disable-sync", "--virtual-time-budget=15000"]  # fmt: skip
@@ -77,6 +81,52 @@ def test_report_html_png_and_sync_of_a_finished_sweep(offline_wandb: Path) -> No
     folders = command[8:]
     assert sorted(Path(f).name[-8:] for f in folders) == sorted(r["id"] for r in runs)
     assert all(Path(f).is_dir() and list(Path(f).glob("*.wandb")) for f in folders)
+
+
+def cells(line: str) -> list[str]:
+    """A row of a rich table as printed (its header row too)."""
+    return [c.strip() for c in line.replace("┃", "│").strip("│ ").split("│")]
+
+
+def test_a_program_sweep_shows_its_epochs_and_nested_parameters_as_dotted_columns(offline_wandb: Path) -> None:
+    """A user's script has no ``epochs_completed``: its epochs are its evaluations. A nested parameter is one
+    column (and one parallel-coordinates axis) per swept leaf, not one of dicts."""
+    script = offline_wandb / "nested.py"
+    script.write_text("import wandb\nrun = wandb.init()\nfor epoch in range(3):\n"
+                      "    run.log({'score': run.config['model']['hidden'] * (epoch + 1), 'epoch': epoch + 1})\n"
+                      "run.finish()\n")  # fmt: skip
+    body = {"program": str(script), "method": "grid", "metric": {"name": "score", "goal": "maximize"},
+            "parameters": {"lr": {"values": [0.1]}, "model": {"parameters": {
+                "hidden": {"values": [16, 32]}, "act": {"values": ["relu"]}, "depth": {"value": 2}}}}}  # fmt: skip
+    path = offline_wandb / "nested.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    sweep_id = create(path)
+    assert cli("agent", sweep_id, cwd=offline_wandb).returncode == 0
+
+    table = cli("status", sweep_id).stdout
+    head, *rows = [cells(line) for line in table.splitlines() if line[:1] in "┃│" and line.strip()]
+    assert head[:5] == ["run", "state", "lr", "model.hidden", "model.act"] and "epochs" in head, table
+    assert "model.depth" not in table and "{" not in table  # fixed leaves add nothing; no dicts
+    assert sorted((r[3], r[head.index("epochs")]) for r in rows) == [("16", "3"), ("32", "3")], table
+
+    html = offline_wandb / "report.html"
+    assert cli("report", sweep_id, "-o", str(html)).returncode == 0
+    text = html.read_text()
+    assert '"label":"model.hidden"' in text and '"label":"model.act"' in text and '"label":"model"' not in text
+    assert "<th>model.hidden</th>" in text and "<td>32</td><td>relu</td><td>96</td><td>3</td>" in text
+
+
+def test_epochs_reached_and_dotted_parameter_values() -> None:
+    trainer = RunRecord("a", "finished", {}, summary={"epochs_completed": 2}, history=[{"v": 1}] * 3)
+    program = RunRecord("b", "running", {}, history=[{"v": 1}, {"v": 2}])
+    listed = RunRecord("c", "finished", {}, summary={"v": 2})  # a W&B run listed without its history
+    assert [r.epochs_reached for r in (trainer, program, listed)] == [2, 2, None]
+    config = {"model": {"hidden": 16, "act": "relu"}, "opt.lr": 0.1}
+    assert [param_value(config, c) for c in ("model.hidden", "model.act", "opt.lr", "model.nope")] == [
+        16, "relu", 0.1, None]  # fmt: skip
+    fixed = SweepRecord("local/x", "x", "grid", "finished", {"parameters": {"model": {"parameters": {
+        "hidden": {"value": 16}}}}})  # fmt: skip
+    assert param_columns(fixed, [RunRecord("a", "finished", config)]) == ["model.act", "model.hidden", "opt.lr"]
 
 
 def test_report_without_a_finished_run_is_one_line(offline_wandb: Path) -> None:

@@ -51,6 +51,16 @@ class RunRecord:
         """Evaluations so far (resumed ones included), also while it runs."""
         return len(self.history)
 
+    @property
+    def epochs_reached(self) -> int | None:
+        """The epochs a run reached, for tables: the built-in trainer's ``epochs_completed``, else the evaluations
+        it reported (``epoch``: a program's history rows, one per report of the sweep metric); None when neither
+        is known (a W&B run listed without its history)."""
+        done = self.summary.get("epochs_completed")
+        if isinstance(done, (int, float)) and not isinstance(done, bool) and math.isfinite(done):
+            return int(done)
+        return self.epoch if self.history else None
+
     def metric(self, name: str) -> float | None:
         value = self.summary.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):

@@ -4,7 +4,7 @@ or a static PNG (matplotlib).
 Panels: parallel coordinates (swept parameters -> metric), parameter importance and correlation with the
 metric (as W&B's panel: random-forest importance plus Pearson correlation), optimisation history (metric by
 run order, best so far), validation curves of every run (stopped and crashed runs drawn as such) and the
-run table, best run on top.
+run table, best run on top. A sweep without a metric gets the run table alone (parameters, states, runtimes).
 """
 
 from __future__ import annotations
@@ -18,33 +18,43 @@ from typing import Any
 from ignite_sweep.backends.base import RunRecord, SweepRecord
 from ignite_sweep.errors import BackendError
 from ignite_sweep.format import fmt, fmt_runtime
-from ignite_sweep.report.tables import swept_names
+from ignite_sweep.report.tables import param_columns, param_value
 
 STATE_COLOR = {"finished": "#2ca02c", "stopped": "#ff7f0e", "failed": "#d62728", "crashed": "#9467bd",
                "running": "#1f77b4", "interrupted": "#7f7f7f"}  # fmt: skip
+NO_METRIC_PLOTS = (
+    "the sweep's YAML has no `metric:`, so this report has no metric plots (parallel coordinates, "
+    "importance, optimisation history, validation curves): the runs' parameters, states and runtimes "
+    "only. Add `metric: {name: <a value the runs log>, goal: maximize}` (or minimize) to the YAML of "
+    "the next sweep"
+)
 
 
 @dataclass
 class SweepData:
     sweep: SweepRecord
     runs: list[RunRecord]  # in creation order
-    params: list[str]
-    metric: str
+    params: list[str]  # columns: a nested parameter's leaves, dotted (model.hidden)
+    metric: str | None  # None: the sweep has no metric (W&B allows it), so the report has no metric plots
     sign: float  # +1 maximize, -1 minimize
 
     @property
     def scored(self) -> list[RunRecord]:
         """Runs with the metric, interrupted ones left out: they are no result (their re-run is)."""
-        return [r for r in self.runs if r.state != "interrupted" and r.metric(self.metric) is not None]
+        return [r for r in self.runs if r.state != "interrupted" and self.value(r) is not None]
 
     def best_first(self) -> list[RunRecord]:
-        scored = sorted(self.scored, key=lambda r: -self.sign * (r.metric(self.metric) or 0.0))
+        scored = sorted(self.scored, key=lambda r: -self.sign * (self.value(r) or 0.0))
         ids = {r.id for r in scored}
         return scored + [r for r in self.runs if r.id not in ids]
 
+    def value(self, run: RunRecord) -> float | None:
+        """The run's sweep metric; None without one (or without a metric at all)."""
+        return run.metric(self.metric) if self.metric else None
+
     def column(self, name: str, runs: list[RunRecord]) -> tuple[list[float], list[str] | None]:
         """A parameter's values as numbers; categorical values become codes (with their labels)."""
-        values = [r.config.get(name) for r in runs]
+        values = [param_value(r.config, name) for r in runs]
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             return [float(v) for v in values], None
         labels = sorted({str(v) for v in values})
@@ -52,8 +62,12 @@ class SweepData:
 
 
 def collect(sweep: SweepRecord, runs: list[RunRecord]) -> SweepData:
-    metric = sweep.metric or "val/accuracy"
-    data = SweepData(sweep, runs, swept_names(sweep, runs), metric, 1.0 if sweep.goal == "maximize" else -1.0)
+    metric = sweep.metric
+    data = SweepData(sweep, runs, param_columns(sweep, runs), metric, 1.0 if sweep.goal == "maximize" else -1.0)
+    if metric is None:
+        if not runs:
+            raise BackendError(f"sweep '{sweep.id}' has no runs yet: nothing to report")
+        return data
     if not any(r.state in ("finished", "stopped") and r.metric(metric) is not None for r in runs):
         raise BackendError(f"sweep '{sweep.id}' has no finished run with {metric} yet: nothing to report")
     return data
@@ -64,7 +78,7 @@ def importance(data: SweepData) -> list[tuple[str, float, float]]:
     import numpy as np
 
     runs = data.scored
-    y = np.array([r.metric(data.metric) for r in runs], dtype=float)
+    y = np.array([data.value(r) for r in runs], dtype=float)
     columns = [data.column(p, runs)[0] for p in data.params]
     x = np.array(columns, dtype=float).T if columns else np.zeros((len(runs), 0))
     result = []
@@ -89,10 +103,13 @@ def curves(run: RunRecord, metric: str) -> tuple[list[float], list[float]]:
 
 
 def figures(data: SweepData) -> list[tuple[str, Any]]:
+    """The plotly panels; none for a sweep without a metric (each plots the metric)."""
+    if data.metric is None:
+        return []
     import plotly.graph_objects as go
 
     runs = data.scored
-    metric_values = [r.metric(data.metric) for r in runs]
+    metric_values = [data.value(r) for r in runs]
     dims = []
     for name in data.params:
         values, labels = data.column(name, runs)
@@ -141,13 +158,14 @@ def figures(data: SweepData) -> list[tuple[str, Any]]:
 
 
 def run_table_html(data: SweepData) -> str:
-    head = ["run", "state", *data.params, data.metric, "epochs", "runtime", "error"]
+    metric_head = [data.metric] if data.metric else []
+    head = ["run", "state", *data.params, *metric_head, "epochs", "runtime", "error"]
     rows = []
     for i, run in enumerate(data.best_first()):
-        cells = [run.id + (" (best)" if i == 0 and run.metric(data.metric) is not None else ""), run.state]
-        cells += [fmt(run.config.get(p)) for p in data.params]
-        cells += [fmt(run.metric(data.metric)), fmt(run.summary.get("epochs_completed")), fmt_runtime(run.runtime_s),
-                  run.error or ""]  # fmt: skip
+        cells = [run.id + (" (best)" if i == 0 and data.value(run) is not None else ""), run.state]
+        cells += [fmt(param_value(run.config, p)) for p in data.params]
+        cells += [fmt(data.value(run))] if metric_head else []
+        cells += [fmt(run.epochs_reached), fmt_runtime(run.runtime_s), run.error or ""]
         color = STATE_COLOR.get(run.state, "#000")
         tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
         rows.append(f'<tr style="border-left: 4px solid {color}">{tds}</tr>')
@@ -182,16 +200,19 @@ def write_html(data: SweepData, path: Path) -> Path:
         counts[run.state] = counts.get(run.state, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     title = f"Sweep {sweep.name} ({sweep.id})"
+    if data.metric is None:
+        what, order = f"<b>no metric</b>: {html.escape(NO_METRIC_PLOTS)}", "in creation order"
+    else:
+        what, order = f"metric <b>{html.escape(data.metric)}</b> ({html.escape(sweep.goal)})", "best first"
     doc = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>{CHECK_SCRIPT}
 <style>body{{font-family:system-ui,sans-serif;margin:24px;color:#222}} section{{margin-bottom:24px}}
 table.runs{{border-collapse:collapse;font-size:13px}} table.runs td,table.runs th{{padding:4px 8px;
 border-bottom:1px solid #ddd;text-align:right}} table.runs th{{background:#f4f4f4}}</style></head>
 <body><h1>{html.escape(title)}</h1>
-<p>{html.escape(sweep.method)} search, metric <b>{html.escape(data.metric)}</b> ({html.escape(sweep.goal)}),
-{len(data.runs)} runs: {html.escape(summary)}.</p>
+<p>{html.escape(sweep.method)} search, {len(data.runs)} runs: {html.escape(summary)}; {what}.</p>
 {"".join(parts)}
-<section id="runs"><h2>Runs (best first)</h2>{run_table_html(data)}</section>
+<section id="runs"><h2>Runs ({order})</h2>{run_table_html(data)}</section>
 </body></html>"""
     path.write_text(doc, encoding="utf-8")
     return path
@@ -201,6 +222,10 @@ border-bottom:1px solid #ddd;text-align:right}} table.runs th{{background:#f4f4f
 
 
 def write_png(data: SweepData, path: Path) -> Path:
+    if data.metric is None:  # every panel plots the metric
+        raise BackendError(
+            f"no PNG written: sweep '{data.sweep.id}' has no metric to plot (the HTML report has its runs)"
+        )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,7 +234,7 @@ def write_png(data: SweepData, path: Path) -> Path:
 
     fig, axes = plt.subplots(2, 2, figsize=(14, 10))
     runs = data.scored
-    y = np.array([r.metric(data.metric) for r in runs], dtype=float)
+    y = np.array([data.value(r) for r in runs], dtype=float)
 
     ax = axes[0, 0]  # parallel coordinates, each axis scaled to [0, 1]
     names = [*data.params, data.metric]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from ignite_sweep.backends.base import RunRecord, SweepRecord
@@ -16,12 +17,51 @@ STATE_STYLE = {
     "interrupted": "blue",
 }
 
+NO_METRIC = "no metric: this sweep's YAML has no `metric:`, so no run is scored and there is no best run"
+
 
 def swept_names(sweep: SweepRecord, runs: list[RunRecord]) -> list[str]:
-    """Parameters that vary in the sweep (fixed ones add nothing to a table)."""
+    """Top-level parameters that vary in the sweep (fixed ones add nothing to a view), as a run's config names
+    them: the pool's live view filters a run's params by these. Tables use ``param_columns``."""
     params = sweep.config.get("parameters", {})
     names = [n for n, spec in params.items() if not (isinstance(spec, dict) and "value" in spec)]
     return names or sorted({k for r in runs for k in r.config})
+
+
+def param_columns(sweep: SweepRecord, runs: list[RunRecord]) -> list[str]:
+    """The swept parameters as table columns and plot axes: a nested parameter (``model: {parameters: {hidden:
+    ...}}``) is one column per swept leaf, dotted (``model.hidden``), not one column of dicts."""
+    names = list(_swept_leaves(sweep.config.get("parameters", {}), ""))
+    return names or sorted({k for r in runs for k in _flat(r.config, "")})
+
+
+def _swept_leaves(params: dict[str, Any], prefix: str) -> Iterator[str]:
+    for name, spec in params.items():
+        if isinstance(spec, dict) and isinstance(spec.get("parameters"), dict):
+            yield from _swept_leaves(spec["parameters"], f"{prefix}{name}.")
+        elif not (isinstance(spec, dict) and "value" in spec):
+            yield f"{prefix}{name}"
+
+
+def _flat(config: dict[str, Any], prefix: str) -> Iterator[str]:
+    for name, value in config.items():
+        if isinstance(value, dict) and value:
+            yield from _flat(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def param_value(config: dict[str, Any], column: str) -> Any:
+    """A run's value in a ``param_columns`` column: ``model.hidden`` is ``config["model"]["hidden"]`` (a name
+    with a dot of its own is found as it is first)."""
+    if column in config:
+        return config[column]
+    value: Any = config
+    for part in column.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 def counts(runs: list[RunRecord]) -> str:
@@ -35,7 +75,7 @@ def status_table(sweep: SweepRecord, runs: list[RunRecord], best: RunRecord | No
     from rich.table import Table
 
     metric = sweep.metric
-    names = swept_names(sweep, runs)
+    names = param_columns(sweep, runs)
     goal = f" ({sweep.goal})" if metric else ""
     reason = f": {sweep.reason}" if sweep.reason else ""
     table = Table(
@@ -55,19 +95,21 @@ def status_table(sweep: SweepRecord, runs: list[RunRecord], best: RunRecord | No
     for run in runs:
         is_best = best is not None and run.id == best.id
         row = [f"{run.id} *" if is_best else run.id, f"[{STATE_STYLE.get(run.state, 'white')}]{run.state}[/]"]
-        row += [fmt(run.config.get(n)) for n in names]
+        row += [fmt(param_value(run.config, n)) for n in names]
         if metric:
             row.append(fmt(run.metric(metric)))
         row += [
-            fmt(run.summary.get("epochs_completed")),
+            fmt(run.epochs_reached),
             fmt_runtime(run.runtime_s),
             fmt(run.slot),
             "; ".join(x for x in (f"continues {run.continues}" if run.continues else "", run.error or "") if x),
         ]
         table.add_row(*row, style="bold" if is_best else None)
-    if best is not None:
-        table.caption = f"* best run: {best.id} ({metric} = {fmt(best.metric(metric or ''))})"
-        table.caption_justify = "left"
+    if not metric:
+        table.caption = NO_METRIC
+    elif best is not None:
+        table.caption = f"* best run: {best.id} ({metric} = {fmt(best.metric(metric))})"
+    table.caption_justify = "left"
     return table
 
 
