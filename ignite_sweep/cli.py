@@ -229,7 +229,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: {sweep, runs}.")] = False,
     store: StoreOpt = None,
 ) -> None:
-    """Table of the sweep's runs (id, state, params, metric, epochs, runtime, error), best run marked."""
+    """Table of the sweep's runs (id, state, params, metric, epochs, runtime, error), best run marked.
+
+    A nested parameter is a column per swept leaf (model.hidden); a sweep without a metric has no metric column."""
     _use_store(store)
     from ignite_sweep.backends import backend_for_sweep
     from ignite_sweep.report.tables import status_json, status_table
@@ -247,14 +249,20 @@ def best(sweep_id: SweepIdArg, store: StoreOpt = None) -> None:
     """Print the best run's config as YAML, ready for `python -m ignite_sweep.train --config`."""
     _use_store(store)
     from ignite_sweep.backends import backend_for_sweep
-    from ignite_sweep.errors import BackendError
+    from ignite_sweep.errors import BackendError, ConfigError
     from ignite_sweep.report.tables import best_yaml
 
     backend = backend_for_sweep(sweep_id)
+    sweep = backend.sweep(sweep_id)
+    if not sweep.metric:
+        raise ConfigError(
+            f"sweep '{sweep_id}' has no metric, so it has no best run: give the sweep YAML "
+            "`metric: {name: <a value the runs log>, goal: maximize}` (or minimize) and create the sweep again"
+        )
     run = backend.best_run(sweep_id)
     if run is None:
-        raise BackendError(f"sweep '{sweep_id}' has no run with its metric yet")
-    typer.echo(best_yaml(backend.sweep(sweep_id), run), nl=False)
+        raise BackendError(f"sweep '{sweep_id}' has no run with its metric ({sweep.metric}) yet")
+    typer.echo(best_yaml(sweep, run), nl=False)
 
 
 def _state_command(name: str, doc: str, done: str) -> None:
@@ -289,7 +297,8 @@ def report(
     store: StoreOpt = None,
 ) -> None:
     """Write an offline HTML report: parallel coordinates, parameter importance, optimisation history,
-    validation curves and the run table (plotly embedded: no network needed to open it)."""
+    validation curves and the run table (plotly embedded: no network needed to open it). A sweep without a
+    metric gets the run table alone (parameters, states, runtimes), and no PNG."""
     _use_store(store)
     from ignite_sweep.backends import backend_for_sweep
     from ignite_sweep.report.html import collect, write_html, write_png
@@ -297,7 +306,8 @@ def report(
     backend = backend_for_sweep(sweep_id)
     sweep = backend.sweep(sweep_id)
     data = collect(sweep, backend.runs_with_history(sweep_id))
-    typer.echo(f"wrote {write_html(data, output)}")
+    note = "" if data.metric else " (runs only: the sweep has no metric to plot)"
+    typer.echo(f"wrote {write_html(data, output)}{note}")
     if png is not None:
         typer.echo(f"wrote {write_png(data, png)}")
 
@@ -307,18 +317,22 @@ def sync(
     sweep_id: SweepIdArg,
     project: ProjectOpt = None,
     entity: EntityOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the wandb sync command, run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the wandb sync command over the run folders "
+                                          "not uploaded yet; contact no server, register nothing.")] = False,
     store: StoreOpt = None,
 ) -> None:
-    """Upload a local sweep's offline runs to W&B (wandb sync), grouped under the sweep's name and tagged
-    local-sweep-<id>. Needs a W&B login and network."""
+    """Upload a local sweep to W&B: registers it as a W&B sweep (once; later syncs reuse it) and uploads its
+    offline runs into it with wandb sync (each run file once; a run that logged more since goes again). Runs keep
+    the sweep's name as their group and the tag local-sweep-<id>; if W&B refuses the sweep, they arrive grouped
+    and tagged, with one warning. Needs a W&B login and network."""
     _use_store(store)
     import shlex
 
     from ignite_sweep.report.sync import sync as do_sync
 
     command = do_sync(sweep_id, project, entity, dry_run)
-    typer.echo(("would run: " if dry_run else "ran: ") + shlex.join(command))
+    if dry_run:
+        typer.echo(f"would run: {shlex.join(command)}" if command else "nothing to upload: every run file was before")
 
 
 def run(args: list[str] | None = None) -> int:

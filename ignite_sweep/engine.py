@@ -60,12 +60,27 @@ def engine_runs(rows: list[dict[str, Any]]) -> list[Any]:
 
 
 def next_params(config: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict[str, Any], Any] | None:
-    """The engine's next suggestion as flat params (and its search info), or None when exhausted."""
+    """The engine's next suggestion as flat params (and its search info), or None when exhausted.
+
+    Bayes learns only from results: a run that ended without ever logging the sweep's metric (a program whose
+    metric name does not match, say) is left out, where the engine would give it a made-up value (the worst seen,
+    or 0)."""
+    metric = (config.get("metric") or {}).get("name")
+    if config.get("method") == "bayes" and metric:
+        rows = [r for r in rows if not _no_result(r, metric)]
     suggestion = sweeps_engine().next_run(config, engine_runs(rows))
     if suggestion is None:
         return None
     params = {k: plain(v["value"]) for k, v in suggestion.config.items()}
     return params, plain(suggestion.search_info)
+
+
+def _no_result(row: dict[str, Any], metric: str) -> bool:
+    """A run that ended as a result (finished, or stopped by the sweep) without one valid value of ``metric``."""
+    if row["state"] not in ("finished", "stopped"):
+        return False
+    values = [h.get(metric) for h in row.get("history") or []] + [(row.get("summary") or {}).get(metric)]
+    return not any(is_number(v) for v in values)
 
 
 def runs_to_stop(config: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:

@@ -1,8 +1,11 @@
-"""Read what a wandb run logged, straight from its ``.wandb`` file (offline runs; a program sweep's final metrics).
+"""Read what a wandb run logged, straight from its ``.wandb`` file (offline runs; a program sweep's final metrics),
+and write one (``rewrite_run``: a copy for ``ignite-sweep sync`` with another sweep id).
 
 The file is a LevelDB-style log: a 7-byte header (``:W&B``, magic, version), then 32 KiB blocks of
-chunks, each with a 7-byte header (crc32 uint32, length uint16, type uint8: FULL, FIRST, MIDDLE, LAST).
-Each reassembled record is a ``wandb.proto.wandb_internal_pb2.Record``.
+chunks, each with a 7-byte header (crc32 uint32, length uint16, type uint8: FULL, FIRST, MIDDLE, LAST); the crc is
+``zlib.crc32`` of the type byte and the chunk's bytes; a block's last bytes, too few for a header, are zeros. A record
+larger than what is left of its block is split: FIRST, MIDDLE..., LAST. Each reassembled record is a
+``wandb.proto.wandb_internal_pb2.Record``.
 """
 
 from __future__ import annotations
@@ -10,21 +13,22 @@ from __future__ import annotations
 import json
 import struct
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 HEADER = 7
 BLOCK = 32768
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+FILE_HEADER = b":W&B\xe1\xbe\x00"  # ident, magic 0xBEE1 (little-endian), version 0
 
 
-def records(path: Path) -> Iterator[Any]:
-    from wandb.proto import wandb_internal_pb2
-
-    data = Path(path).read_bytes()
+def payloads(data: bytes, name: object = "data", partial: bool = False) -> Iterator[bytes]:
+    """Each record's bytes, reassembled from its chunks. A chunk cut off mid-write (a run still logging) raises,
+    or with ``partial`` ends the records there."""
     if data[:4] != b":W&B":
-        raise ValueError(f"{path}: not a .wandb file")
+        raise ValueError(f"{name}: not a .wandb file")
     pos, pending = HEADER, b""
     while pos + HEADER <= len(data):
         left = BLOCK - pos % BLOCK
@@ -35,21 +39,71 @@ def records(path: Path) -> Iterator[Any]:
         if kind == 0 and length == 0:
             break
         payload = data[pos + HEADER : pos + HEADER + length]
+        if len(payload) < length:
+            if partial:
+                return
+            raise ValueError(f"{name}: record cut off at byte {pos}")
         pos += HEADER + length
-        if kind == FULL:
-            pending = payload
-        elif kind == FIRST:
-            pending = payload
-            continue
-        elif kind == MIDDLE:
-            pending += payload
-            continue
-        else:
-            pending += payload
+        pending = payload if kind in (FULL, FIRST) else pending + payload
+        if kind in (FULL, LAST):
+            yield pending
+            pending = b""
+
+
+def records(path: Path) -> Iterator[Any]:
+    from wandb.proto import wandb_internal_pb2
+
+    for payload in payloads(Path(path).read_bytes(), path):
         record = wandb_internal_pb2.Record()
-        record.ParseFromString(pending)
-        pending = b""
+        record.ParseFromString(payload)
         yield record
+
+
+def write_payloads(path: Path, items: Iterable[bytes], header: bytes = FILE_HEADER) -> None:
+    """A .wandb file of these records' bytes, chunked into blocks as wandb writes them."""
+    with open(path, "wb") as out:
+        out.write(header)
+        pos = len(header)
+        for payload in items:
+            first, rest = True, memoryview(payload)
+            while True:
+                left = BLOCK - pos % BLOCK
+                if left < HEADER:  # no room for a chunk header: zeros to the block's end
+                    out.write(b"\0" * left)
+                    pos, left = pos + left, BLOCK
+                chunk, rest = rest[: left - HEADER], rest[left - HEADER :]
+                kind = (FULL if not rest else FIRST) if first else (LAST if not rest else MIDDLE)
+                out.write(struct.pack("<IHB", zlib.crc32(chunk, zlib.crc32(bytes([kind]))), len(chunk), kind))
+                out.write(chunk)
+                pos += HEADER + len(chunk)
+                first = False
+                if not rest:
+                    break
+
+
+def write_records(path: Path, items: Iterable[Any]) -> None:
+    write_payloads(path, (record.SerializeToString() for record in items))
+
+
+def rewrite_run(path: Path, out: Path, sweep_id: str) -> int:
+    """Copy the .wandb file ``path`` to ``out`` with ``sweep_id`` as the sweep of its run record(s) ("" for none),
+    every other record byte for byte. A record cut off at the end (a run still logging) is left out. Returns the
+    number of bytes of ``path`` read."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+
+    def rewritten() -> Iterator[bytes]:
+        for payload in payloads(data, path, partial=True):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            if record.WhichOneof("record_type") == "run" and record.run.sweep_id != sweep_id:
+                record.run.sweep_id = sweep_id
+                payload = record.SerializeToString()
+            yield payload
+
+    write_payloads(out, rewritten(), header=data[:HEADER])
+    return len(data)
 
 
 def read_run(path: Path, partial: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any], int | None]:

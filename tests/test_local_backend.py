@@ -16,9 +16,9 @@ from sweep_helpers import FAST, cli, create, start_agent, store_runs, sweep_file
 
 from ignite_sweep.backends.local import LocalBackend
 from ignite_sweep.engine import next_params, runs_to_stop
-from ignite_sweep.execution.wandb_file import run_file, summary
 from ignite_sweep.store.sql import LocalStore
 from ignite_sweep.sweepfile import validate_sweep
+from ignite_sweep.wandb_file import run_file, summary
 
 
 def test_two_agents_share_a_grid_each_point_once(offline_wandb: Path) -> None:

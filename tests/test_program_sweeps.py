@@ -5,6 +5,7 @@ logs with Ignite's WandBLogger (offline), and knows nothing of ignite-sweep."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import yaml
 from sweep_helpers import cli, create, start_agent, store_runs, wait_for
 
 from ignite_sweep.execution.program import build_command
-from ignite_sweep.execution.wandb_file import history, run_file, summary
+from ignite_sweep.wandb_file import history, run_file, summary
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own-script"
 
@@ -163,6 +164,38 @@ def test_a_shell_script_without_wandb_runs_and_finishes_with_no_metric(in_tmp: P
     assert all(r["history"] == [] and "loss" not in r["summary"] for r in runs)
     lines = (in_tmp / "args.txt").read_text().splitlines()
     assert [line.split("=")[0] for line in lines] == ["--x"] * 3  # bayes went on without a metric, as W&B's does
+    assert result.stderr.count("finished but never logged loss (the sweep's metric) nor anything else") == 3
+    assert result.stderr.count("the sweep is not receiving its metric: 3 runs in a row never logged loss") == 1
+
+
+def test_runs_that_never_log_the_metric_are_said_so_and_bayes_learns_nothing_from_them(in_tmp: Path) -> None:
+    (in_tmp / "typo.py").write_text("import wandb\nrun = wandb.init()\n"
+                                    "run.log({'acc': run.config['lr'], 'epoch': 1})\nrun.finish()\n")  # fmt: skip
+    body = {"program": "typo.py", "method": "bayes", "metric": {"name": "val_acc", "goal": "maximize"},
+            "parameters": {"lr": {"min": 0.0, "max": 1.0}}}  # fmt: skip
+    sweep_id = create(program_sweep(in_tmp, body))
+    result = cli("agent", sweep_id, "--count", "2")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("warning: run ")]
+    note = "never logged val_acc (the sweep's metric); it logged acc, epoch: did you mean acc?"
+    assert len(lines) == 2 and all(line.endswith(f"finished but {note}") for line in lines), result.stderr
+    runs = store_runs(sweep_id)
+    assert all(r["state"] == "finished" and r["error"] == note for r in runs)
+    status = cli("status", sweep_id)
+    assert "never logged val_acc" in status.stdout
+    # bayes: the same suggestion with or without these runs (the engine would have imputed them a value)
+    import numpy as np
+
+    from ignite_sweep.engine import next_params
+
+    config = yaml.safe_load((in_tmp / "sweep.yaml").read_text())
+    scored = [{"id": "a", "state": "finished", "config": {"lr": 0.5}, "history": [{"val_acc": 0.7}],
+               "summary": {"val_acc": 0.7}}]  # fmt: skip
+    suggestions = []
+    for rows in (scored, scored + runs):
+        np.random.seed(0)
+        suggestions.append(next_params(config, rows)[0])
+    assert suggestions[0] == suggestions[1]
 
 
 @pytest.mark.parametrize(
@@ -206,12 +239,16 @@ def test_create_accepts_a_public_style_program_sweep_with_the_programs_own_names
     assert "log_uniform" in result.stderr and "warning" in result.stderr  # deprecated: accepted with W&B's warning
 
 
-SHOW = (
+SHOW = (  # as many public scripts do: wandb only under a sweep agent (WANDB_SWEEP_ID set)
     "import json, os, sys\nimport wandb\n"
-    "run = wandb.init()\n"
-    "json.dump({'argv': sys.argv[1:], 'config': dict(run.config)}, open(f'seen-{run.id}.json', 'w'))\n"
-    "run.log({'score': run.config['lr'] * 10})\n"
-    "run.finish()\n"
+    "if 'WANDB_SWEEP_ID' in os.environ:\n"
+    "    run = wandb.init()\n"
+    "    env = sorted(k for k in ('WANDB_SWEEP_ID', 'WANDB_RUN_ID', 'WANDB_SWEEP_PARAM_PATH', 'WANDB_DIR',\n"
+    "                             'WANDB_PROJECT') if os.environ.get(k))\n"
+    "    json.dump({'argv': sys.argv[1:], 'config': dict(run.config), 'env': env,\n"
+    "               'sweep_id': run.sweep_id == os.environ['WANDB_SWEEP_ID']}, open(f'seen-{run.id}.json', 'w'))\n"
+    "    run.log({'score': run.config['lr'] * 10})\n"
+    "    run.finish()\n"
 )
 
 
@@ -219,7 +256,8 @@ def test_the_w_and_b_backend_runs_a_program_sweep_as_wandb_agent_and_the_local_o
     in_tmp: Path, wandb_standin: Any
 ) -> None:
     """The same program sweep on both backends: W&B's own CLI agent logic (on the stand-in) and the local agent
-    hand the program the same command line and the same wandb.config."""
+    hand the program the same command line, the same wandb.config and the same W&B variables (WANDB_SWEEP_ID
+    too: the program calls wandb.init only when it is set)."""
     (in_tmp / "show.py").write_text(SHOW)
     body = {"program": "show.py", "method": "grid", "metric": {"name": "score", "goal": "maximize"},
             "command": ["${env}", "${interpreter}", "${program}", "${args_no_boolean_flags}", "--json",
@@ -242,6 +280,7 @@ def test_the_w_and_b_backend_runs_a_program_sweep_as_wandb_agent_and_the_local_o
     assert sorted(argv[:4]) == ["--amp", "--lr=0.1", "--opt={'name': 'sgd'}", "--tag=a b"] and argv[4] == "--json"
     assert json.loads(argv[5]) == {"amp": True, "lr": 0.1, "opt": {"name": "sgd"}, "tag": "a b"}
     assert seen["local"]["config"] == {"amp": True, "lr": 0.1, "opt": {"name": "sgd"}, "tag": "a b"}
+    assert len(seen["local"]["env"]) == 5 and seen["local"]["sweep_id"]  # the run is the sweep's, in wandb too
 
 
 NOTEBOOK = '''
@@ -377,3 +416,64 @@ def test_the_live_hook_never_breaks_the_program(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [(e["step"], e["metrics"]) for e in lines] == [(5, {"a": 1, "n": 2.5}), (6, {"a": 3})]
     assert {e["run"] for e in lines} == {"hook2"}
+
+
+FAN_OUT = '''
+import multiprocessing, os, signal, sys, time
+if os.path.exists("again"):  # the retry
+    sys.exit(0)
+
+def note():
+    with open("pids", "a") as f:
+        f.write(f"{os.getpid()}\\n")
+
+def child():
+    note()
+    if os.fork() == 0:  # a grandchild that ignores SIGTERM and leaves the program's group and session
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.setsid()
+        note()
+        time.sleep(600)
+        os._exit(0)
+    time.sleep(600)
+
+if __name__ == "__main__":
+    note()
+    for _ in range(2):
+        multiprocessing.Process(target=child).start()
+    time.sleep(600)
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the keeper is Linux's (subreaper, /proc)")
+def test_kill_9_of_the_agents_job_leaves_no_process_of_the_program_and_the_run_is_run_again(in_tmp: Path) -> None:
+    """A program that fans out (multiprocessing children, each with a grandchild that ignores SIGTERM and left
+    the session): `kill -9` of the agent's process group (a terminal's job: the agent and its run's supervisor)
+    ends every process of the program within seconds; the run is crashed and the next agent runs it again."""
+    (in_tmp / "fan.py").write_text(FAN_OUT)
+    body = {"program": "fan.py", "method": "grid", "parameters": {"x": {"values": [1]}}}
+    sweep_id = create(program_sweep(in_tmp, body))
+    agent = subprocess.Popen([sys.executable, "-m", "ignite_sweep", "agent", sweep_id], start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    pids_file = in_tmp / "pids"
+    pids = wait_for(lambda: pids_file.exists() and len(p := pids_file.read_text().split()) == 5 and p,
+                    timeout=60, what="the program, its 2 children and 2 grandchildren")  # fmt: skip
+    os.killpg(agent.pid, signal.SIGKILL)
+    agent.wait(timeout=10)
+    left = lambda: [p for p in map(int, pids) if _alive(p)]  # noqa: E731
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: not left(), timeout=10, what="the program's processes to end")
+    assert not left(), f"still running after the agent's kill -9: {left()}"
+    (in_tmp / "again").touch()
+    result = cli("agent", sweep_id, timeout=120)
+    assert result.returncode == 0, result.stderr
+    first, again = store_runs(sweep_id)
+    assert first["state"] == "crashed" and again["retry_of"] == first["id"] and again["state"] == "finished"

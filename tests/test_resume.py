@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sweep_helpers import cli, create, start_agent, store_runs, sweep_file, wait_for
 
-from ignite_sweep.execution.wandb_file import history, run_file
 from ignite_sweep.training.config import TrainConfig
 from ignite_sweep.training.train import train
+from ignite_sweep.wandb_file import history, run_file
 
 EPOCHS = 5
 

@@ -51,6 +51,9 @@ def test_the_store_records_sweeps_runs_and_history(store_url: str) -> None:
         store.set_sweep_state(db, "s1", "stopped", "by test")
         raise RuntimeError
     assert store.sweep("s1")["state"] == "running"
+    store.set_wandb_sweep("s1", "me", "proj", "old1")
+    store.set_wandb_sweep("s1", "me", "proj", "sw1")  # `sync`: one W&B sweep per local sweep, entity and project
+    assert (store.wandb_sweep("s1", "me", "proj"), store.wandb_sweep("s1", "me", "other")) == ("sw1", None)
     store.close()
     assert LocalStore(store_url).run("r1")["state"] == "finished"  # reopened: it persisted
 
@@ -185,7 +188,7 @@ def test_a_version_2_store_is_migrated_and_what_the_scheduler_reads_is_filled_in
             for idx, loss in enumerate(losses):
                 conn.execute("INSERT INTO history VALUES (?, ?, ?)", (run, idx, json.dumps({"loss": loss})))
     store = LocalStore(path)
-    assert store.run("r2")["wandb_id"] == "r2"
+    assert store.run("r2")["wandb_id"] == "r2" and store.wandb_sweep("s2", "me", "p") is None  # 5: the new table
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
         assert sorted(conn.execute("SELECT run_id, band, value FROM rungs")) == [

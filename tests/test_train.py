@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import offline_runs
 
-from ignite_sweep.execution.wandb_file import history, run_file, summary
 from ignite_sweep.training.config import TrainConfig
 from ignite_sweep.training.train import main, parse_args, train
+from ignite_sweep.wandb_file import history, run_file, summary
 
 FAST = {"dataset": "digits", "log_interval": 20, "val_batch_size": 512}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,8 +22,8 @@ from sweep_helpers import cli, start_agent, sweep_file, wait_for
 
 from ignite_sweep.backends import backend_for_sweep, choose_backend
 from ignite_sweep.backends.wandb import WandbBackend
-from ignite_sweep.execution.wandb_file import history, records, run_file, summary
 from ignite_sweep.sweepfile import SWEEP_COMMAND, validate_sweep
+from ignite_sweep.wandb_file import history, records, rewrite_run, run_file, summary
 
 FAST = {"dataset": {"value": "digits"}, "epochs": {"value": 1}, "log_interval": {"value": 50}}
 CONFIG = {"method": "grid", "metric": {"name": "val/accuracy", "goal": "maximize"},
@@ -339,9 +340,47 @@ def test_the_stand_in_fails_a_test_on_an_operation_it_does_not_know(tmp_path: Pa
     assert server.unanswered == ["BrandNewThing"]
 
 
+def test_a_rewritten_wandb_file_is_what_wandb_wrote_but_its_sweep(offline_wandb: Path) -> None:
+    """The .wandb writer against a file wandb itself wrote: the same records give the same bytes (chunks, block
+    padding, a run record larger than a block split FIRST/MIDDLE/LAST); a new sweep id changes the run record only;
+    a file cut off mid-record (a run still logging) is copied up to its last whole record."""
+    import wandb
+
+    run = wandb.init(project="p", config={"note": "x" * 70_000})  # a run record spanning three blocks
+    for i in range(3):
+        run.log({"loss": 1.0 / (i + 1)})
+    run.finish()
+    wandb.teardown()  # its service has written the file to the end
+    [original] = (offline_wandb / "wandb").glob("offline-run-*/*.wandb")
+    data = original.read_bytes()
+    assert rewrite_run(original, offline_wandb / "same.wandb", sweep_id="") == len(data)
+    assert (offline_wandb / "same.wandb").read_bytes() == data
+    moved = offline_wandb / "moved.wandb"
+    rewrite_run(original, moved, sweep_id="sw00042")
+    before, after = list(records(original)), list(records(moved))
+    for record in before:
+        if record.WhichOneof("record_type") == "run":
+            record.run.sweep_id = "sw00042"
+    assert after == before and [r.run.sweep_id for r in after if r.HasField("run")] == ["sw00042"]
+    kinds, pos, raw = [], 7, moved.read_bytes()
+    while pos + 7 <= len(raw):
+        if 32768 - pos % 32768 < 7:  # the block's zero padding
+            pos += 32768 - pos % 32768
+            continue
+        kinds.append(raw[pos + 6])
+        pos += 7 + int.from_bytes(raw[pos + 4 : pos + 6], "little")
+    assert kinds.count(2) == kinds.count(4) >= 1 and kinds.count(3) >= 1 and pos == len(raw)  # FIRST/MIDDLE/LAST
+    cut = offline_wandb / "cut.wandb"
+    cut.write_bytes(data[: len(data) - 20])
+    rewrite_run(cut, offline_wandb / "whole.wandb", sweep_id="")
+    whole = (offline_wandb / "whole.wandb").read_bytes()
+    assert 0 < len(list(records(offline_wandb / "whole.wandb"))) < len(before) and data.startswith(whole)
+
+
 def test_sync_uploads_a_local_sweep_grouped_and_tagged(wandb_standin: Any, offline_wandb: Path) -> None:
-    """`ignite-sweep sync` runs the real `wandb sync` over a local sweep's offline runs; the server receives
-    each run's history and summary, grouped under the sweep's name and tagged local-sweep-<id>."""
+    """`ignite-sweep sync` registers the local sweep on W&B and runs the real `wandb sync` over its offline runs,
+    rewritten to name that sweep: the server receives each run in the sweep with its history and summary, grouped
+    under the sweep's name and tagged local-sweep-<id>. A second sync reuses the sweep and uploads nothing again."""
     path = sweep_file(offline_wandb, name="s.yaml", parameters={"lr": {"values": [0.02, 0.05]}})
     path.write_text(path.read_text() + "name: digits-lr\n")
     created = cli("run", str(path), "--backend", "local")
@@ -350,11 +389,86 @@ def test_sync_uploads_a_local_sweep_grouped_and_tagged(wandb_standin: Any, offli
     local_runs = {r["id"] for r in json.loads(cli("status", sweep_id, "--json").stdout)["runs"]}
     result = cli("sync", sweep_id, "--project", "digits")
     assert result.returncode == 0, result.stderr
+    assert "W&B sweep me/digits/sw00001: 2 run folders uploaded, 0 uploaded before" in result.stderr
+    [sweep] = wandb_standin.sweeps.values()
+    assert sweep.project == "digits" and sweep.config["name"] == "digits-lr"
+    assert sweep.config["parameters"]["lr"] == {"values": [0.02, 0.05]} and sweep.state == "FINISHED"
     assert set(wandb_standin.runs) == local_runs
     for run in wandb_standin.runs.values():
-        assert run.project == "digits" and run.group == "digits-lr" and f"local-sweep-{sweep_id[6:]}" in run.tags
+        assert run.sweep == sweep.name and run.project == "digits" and run.group == "digits-lr"
+        assert f"local-sweep-{sweep_id[6:]}" in run.tags
         assert run.state == "finished" and run.summary["val/accuracy"] > 0.5
         assert any("val/accuracy" in row for row in run.history)
+    uploads = wandb_standin.log.count("UpsertBucket")
+    again = cli("sync", sweep_id, "--project", "digits")
+    assert again.returncode == 0, again.stderr
+    assert "nothing new to upload" in again.stderr
+    assert list(wandb_standin.sweeps) == [sweep.name] and wandb_standin.log.count("UpsertBucket") == uploads
+    assert not list(offline_wandb.glob("wandb/.ignite-sweep-sync-*"))  # the staging folder is gone
+
+
+GATED = """import argparse, os
+import wandb
+parser = argparse.ArgumentParser()
+parser.add_argument("--x", type=float)
+args = parser.parse_args()
+if "WANDB_SWEEP_ID" in os.environ:  # as many scripts do: log only as a sweep's run
+    run = wandb.init()
+    run.log({"score": 2 * args.x})
+    run.finish()
+"""
+
+
+def test_sync_puts_a_program_sweeps_runs_in_a_w_and_b_sweep(wandb_standin: Any, offline_wandb: Path) -> None:
+    """A program that logs only under WANDB_SWEEP_ID: its runs name the local sweep as their sweep, which W&B does
+    not know; after sync they are the runs of the W&B sweep that sync registered, with their metric."""
+    (offline_wandb / "gated.py").write_text(GATED)
+    path = offline_wandb / "program.yaml"
+    path.write_text(yaml.safe_dump({"program": "gated.py", "method": "grid", "parameters": {"x": {"values": [1, 2]}},
+                                    "metric": {"name": "score", "goal": "maximize"}}))  # fmt: skip
+    created = cli("run", str(path), "--backend", "local", cwd=offline_wandb)
+    assert created.returncode == 0, created.stderr
+    sweep_id = created.stdout.strip().splitlines()[-1]
+    [original] = {r.run.sweep_id for p in offline_runs(offline_wandb) for r in records(next(p.glob("*.wandb")))
+                  if r.WhichOneof("record_type") == "run"}  # fmt: skip
+    assert original == sweep_id[6:]  # as under `wandb agent`
+    dry = cli("sync", sweep_id, "--project", "gated", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.count("offline-run-") == 2, dry.stderr
+    assert not wandb_standin.sweeps and "UpsertSweep" not in wandb_standin.log  # a dry run registers nothing
+    result = cli("sync", sweep_id, "--project", "gated")
+    assert result.returncode == 0, result.stderr
+    [sweep] = wandb_standin.sweeps.values()
+    assert sweep.project == "gated" and sweep.config["program"] == "gated.py"
+    runs = wandb_standin.runs.values()
+    assert len(runs) == 2 and all(run.sweep == sweep.name and run.state == "finished" for run in runs)
+    assert sorted(run.summary["score"] for run in runs) == [2.0, 4.0]
+    assert sorted(row["score"] for run in runs for row in run.history) == [2.0, 4.0]
+
+
+def test_sync_without_a_w_and_b_sweep_uploads_the_runs_grouped(wandb_standin: Any, offline_wandb: Path) -> None:
+    """W&B refusing the sweep (permissions, say) does not stop the upload: one warning, the runs arrive grouped and
+    tagged as they were logged, in no sweep. W&B itself answers a run of an unknown sweep with 404: not created."""
+    path = sweep_file(offline_wandb, name="s.yaml", parameters={"lr": {"value": 0.05}})
+    created = cli("run", str(path), "--backend", "local")
+    assert created.returncode == 0, created.stderr
+    sweep_id = created.stdout.strip().splitlines()[-1]
+    [run_dir] = offline_runs(offline_wandb)
+    copy = offline_wandb / "unknown" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    [file] = run_dir.glob("*.wandb")
+    rewrite_run(file, copy / file.name, sweep_id="nosuch12")
+    plain = subprocess.run([sys.executable, "-m", "wandb", "sync", "-p", "digits", str(copy)], capture_output=True,
+                           text=True, env={**os.environ, "WANDB_SILENT": "false"})  # fmt: skip
+    assert "sweep nosuch12 not found" in plain.stderr and not wandb_standin.runs  # no run, as on W&B (wandb#8115)
+    assert not list(copy.glob("*.synced"))
+    wandb_standin.refuse_sweeps = True
+    result = cli("sync", sweep_id, "--project", "digits")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("warning") == 1 and "W&B refused a sweep" in result.stderr
+    assert not wandb_standin.sweeps
+    [run] = wandb_standin.runs.values()
+    assert run.sweep is None and run.group == f"sweep-{sweep_id[6:]}" and f"local-sweep-{sweep_id[6:]}" in run.tags
+    assert run.state == "finished" and run.summary["val/accuracy"] > 0.5
 
 
 def test_the_watchdog_stops_an_agent_started_with_sigint_ignored(tmp_path: Path) -> None:

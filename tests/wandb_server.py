@@ -7,7 +7,7 @@ controller is W&B's own open-source engine, as W&B's local controller uses it: `
 agent's heartbeat with a ``run`` command, ``sweeps.stop_runs`` with ``stop``.
 
 Runs logged offline tell the server nothing: their state, summary and history are read from their ``.wandb``
-files under ``root`` (``execution/wandb_file.py``), as a later ``wandb sync`` would upload them. Online runs
+files under ``root`` (``ignite_sweep/wandb_file.py``), as a later ``wandb sync`` would upload them. Online runs
 arrive over ``UpsertBucket`` and file_stream.
 
 Every request is logged (``log``); an operation the stand-in does not know is answered with a GraphQL error
@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from ignite_sweep.engine import plain
-from ignite_sweep.execution.wandb_file import read_run
+from ignite_sweep.wandb_file import read_run
 
 API_KEY = "x" * 40
 WIRE_VERSION = "0.31"  # the wandb release these operations were read from
@@ -123,6 +123,7 @@ class WandbStandIn:
         self.log: list[str] = []
         self.unanswered: list[str] = []
         self.refuse_keys = False  # answer 401, as W&B does to a key it does not know
+        self.refuse_sweeps = False  # refuse to create sweeps (UpsertSweep without an id), as W&B may (permissions)
         self.extra_config_warnings: list[str] = []  # what a server with a newer sweep schema also warns about
         self.lock = threading.RLock()
         self._ids = 0
@@ -231,6 +232,8 @@ class WandbStandIn:
             if v.get("state"):
                 sweep.state = v["state"]
             return {"upsertSweep": {"sweep": {"name": sweep.name}}}
+        if self.refuse_sweeps:
+            return 200, {"data": None, "errors": [{"message": "permission denied: cannot create sweeps here"}]}
         config = yaml.safe_load(v["config"])
         entity, project = v.get("entityName") or self.entity, v.get("projectName") or "uncategorized"
         name = self._new_id("sw")
@@ -333,12 +336,17 @@ class WandbStandIn:
                 run.exitcode = exit_code
                 run.state = "finished" if exit_code == 0 else "failed"
 
-    def op_UpsertBucket(self, v: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+    def op_UpsertBucket(self, v: dict[str, Any]) -> Any:  # noqa: N802
+        sweep = v.get("sweep") or None
+        known = self.sweeps.get(sweep or "")
+        if sweep is not None and (known is None or known.project != v.get("project")):  # W&B: no run (wandb#8115)
+            return 404, {"errors": [{"message": f"sweep {sweep} not found"}]}
         name = v.get("name") or self._new_id("run").lower()
         run = self.runs.get(name)
         if run is None:
-            run = self.runs[name] = Run(name, v.get("sweep"), v.get("entity") or self.entity,
+            run = self.runs[name] = Run(name, sweep, v.get("entity") or self.entity,
                                         v.get("project") or "uncategorized", {})  # fmt: skip
+        run.sweep = sweep or run.sweep
         run.online = True
         if run.state == "pending":
             run.state = "running"

@@ -30,6 +30,7 @@ from ignite_sweep.store.sql import LocalStore
 from ignite_sweep.sweepfile import is_program_sweep
 
 DEFAULT_RETRIES = 2
+NO_METRIC_RUNS = 3  # runs in a row without the sweep's metric before the agent says the sweep is not receiving it
 PAUSED = "sweep is paused"
 
 
@@ -329,7 +330,7 @@ class LocalBackend(Backend):
             trial = self._program_trial if program else self._trial
         interrupts = Interrupts()
         states: dict[str, int] = {}
-        done, failures, reason, waiting = 0, 0, "", False
+        done, failures, without_metric, reason, waiting = 0, 0, 0, "", False
         with interrupts.installed():
             while True:
                 if interrupts.requested:
@@ -368,9 +369,17 @@ class LocalBackend(Backend):
                 value = (row.get("summary") or {}).get(metric) if metric else None
                 shown = f" {metric}={value:.4f}" if isinstance(value, float) else ""
                 error = f": {row.get('error')}" if row.get("error") else ""
-                say(f"run {run['id']} {state}{shown}{error}")
+                missing = (row.get("summary") or {}).get("missing_metric")
+                if missing:  # a run that logged no result: one warning line
+                    say(f"warning: run {run['id']} {state} but {row.get('error')}")
+                else:
+                    say(f"run {run['id']} {state}{shown}{error}")
                 emit({"event": "end", "run": run["id"], "state": state, "metric": value, "error": row.get("error"),
                       "params": run["config"]})  # fmt: skip
+                without_metric = without_metric + 1 if missing else 0
+                if without_metric == NO_METRIC_RUNS:  # once, when it becomes a pattern
+                    say(f"warning: the sweep is not receiving its metric: {without_metric} runs in a row never "
+                        f"logged {missing}; make metric.name in the sweep file a name the program logs")
                 failures = failures + 1 if state in ("failed", "crashed") else 0
                 if failures >= max_consecutive_failures:
                     raise BackendError(
@@ -498,7 +507,8 @@ class LocalBackend(Backend):
                 argv, run_env = build_command(sweep.config, run_id, run["config"], sid, folder)
             else:
                 argv, run_env = None, run_environment(run_id, run["config"], sid, folder)
-            run_env.update(WANDB_PROJECT=self._project(sweep), WANDB_RUN_GROUP=sweep.name,
+            # WANDB_SWEEP_ID as `wandb agent` sets it (scripts gate wandb.init on it); `sync` registers the sweep
+            run_env.update(WANDB_SWEEP_ID=sid, WANDB_PROJECT=self._project(sweep), WANDB_RUN_GROUP=sweep.name,
                            WANDB_JOB_TYPE="sweep-run", WANDB_TAGS=f"local-sweep-{sid}")  # fmt: skip
             metrics_path = sweep_folder(folder, sid) / f"metrics-{run_id}.jsonl"
             make_env = program_env if function is None else function_env
@@ -546,10 +556,11 @@ class LocalBackend(Backend):
         run_file = find_run_file(wandb_dir, run_id)
         rows, final = final_metrics(run_file)
         if evaluations == 0 and rows:  # the hook saw nothing (not Python, say): the history from the .wandb file
+            kept = [v for v in map(numbers, rows) if v and (metric is None or metric in v)]
             with store.transaction() as db:
-                for values in map(numbers, rows):
-                    if values and (metric is None or metric in values):
-                        store.append_history(db, run_id, values)
+                for values in kept:
+                    store.append_history(db, run_id, values)
+            evaluations = sum(metric in v for v in kept) if metric else 0
         summary: dict[str, Any] = {**numbers(last), **numbers(final)}
         summary.update(exit_code=code, run_time_s=round(time.time() - started, 3), stopped_by=stopped_by,
                        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
@@ -557,6 +568,9 @@ class LocalBackend(Backend):
             store.heartbeat(run_id, run_dir=str(run_file.parent))
         state, error = program_outcome(code, stopped_by, agent_interrupted(), program.killed,
                                        program.last_error_line)  # fmt: skip
+        if state == "finished" and metric and evaluations == 0 and metric not in summary:
+            summary["missing_metric"] = metric  # no result: bayes leaves it out, the agent says so
+            error = missing_metric_note(metric, [*last, *final])
         summary["status"] = state
         store.end_run(run_id, state, summary, error=error)
         return 0
@@ -592,6 +606,19 @@ def program_outcome(code: int, stopped_by: str | None, agent_interrupted: bool, 
     except ValueError:
         name = f"signal {-code}"
     return "crashed", f"killed by {name}"
+
+
+def missing_metric_note(metric: str, logged: list[str]) -> str:
+    """A run's note when it never logged the sweep's metric: what it did log, and the closest name."""
+    import difflib
+
+    names = sorted({n for n in logged if not n.startswith("_")})
+    if not names:
+        return f"never logged {metric} (the sweep's metric) nor anything else: does it call wandb.init and wandb.log?"
+    close = difflib.get_close_matches(metric, names, n=1, cutoff=0.3)
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return f"never logged {metric} (the sweep's metric); it logged {shown}" + (f": did you mean {close[0]}?" if close
+                                                                                else "")
 
 
 def _finish(starting: Future | None, code: int) -> int:

@@ -6,14 +6,14 @@ by wandb's own macro code (``wandb.sdk.launch.sweeps.utils``): ``${envvar:NAME}`
 ``${args_no_equals}``, ``${args_json}``, ``${args_json_file}``, ``${args_append_hydra}``,
 ``${args_override_hydra}``; an unknown macro is dropped, as W&B does.
 
-The environment, as W&B's agent sets it: ``WANDB_RUN_ID``, ``WANDB_SWEEP_PARAM_PATH`` (a ``{name: {value: v}}``
-YAML written by wandb's own ``config_util``, so ``wandb.init()`` in the program sees the run's config),
-``WANDB_DIR`` (default: where the agent started), ``WANDB_PROJECT``; no shell, the agent's working directory, stdin
-closed, its own process group. Two deliberate differences: ``WANDB_SWEEP_ID`` is not set (a local sweep id is unknown
-to W&B's server, so a later ``wandb sync`` would attach the run to a sweep that does not exist): runs are grouped by
-``WANDB_RUN_GROUP`` (the sweep's name) and tagged as built-in runs are; and the agent's own environment (the folder
-of its Python) comes first on PATH, so ``${interpreter}`` (``python``) is the Python the agent runs in, as if its
-virtualenv were activated.
+The environment, as W&B's agent sets it: ``WANDB_SWEEP_ID`` (the local sweep's id: scripts gate ``wandb.init`` on
+it; ``ignite-sweep sync`` maps it to a W&B sweep), ``WANDB_RUN_ID``, ``WANDB_SWEEP_PARAM_PATH`` (a
+``{name: {value: v}}`` YAML written by wandb's own ``config_util``, so ``wandb.init()`` in the program sees the run's
+config), ``WANDB_DIR`` (default: where the agent started), ``WANDB_PROJECT``; no shell, the agent's working directory,
+stdin closed, its own process group. Added: ``WANDB_RUN_GROUP`` (the sweep's name), job type and tag, as built-in runs
+have them, and the agent's own environment (the folder of its Python) first on PATH, so ``${interpreter}``
+(``python``) is the Python the agent runs in, as if its virtualenv were activated. On Linux the program's parent is
+a keeper (``keeper.py``) that ends its whole process tree when it ends or when the agent dies.
 
 Live metrics: ``live/sitecustomize.py`` goes first on the program's PYTHONPATH and appends each ``wandb.log``
 call's numbers to a JSON-lines file that ``ProgramRun.new_rows`` reads (see that module). At the end the run's
@@ -40,6 +40,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ignite_sweep.execution import keeper
+
 KILL_DELAY_S = 30
 LIVE_DIR = Path(__file__).resolve().parent / "live"
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
@@ -52,7 +54,7 @@ def warm_up_programs() -> None:
     import importlib
 
     for name in ("wandb.sdk.launch.sweeps.utils", "wandb.sdk.lib.config_util", "wandb.proto.wandb_internal_pb2",
-                 "ignite_sweep.execution.wandb_file"):  # fmt: skip
+                 "ignite_sweep.wandb_file"):  # fmt: skip
         importlib.import_module(name)
 
 
@@ -291,16 +293,25 @@ class ProgramRun:
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         self.metrics_path.write_bytes(b"")
         read_fd, write_fd = _stderr_pair()
-        try:
+
+        def launch() -> Any:
             if self.function is not None:
-                self.proc = _ForkedFunction(self.function, self.env, write_fd, read_fd)
-            else:
-                self.proc = subprocess.Popen(self.argv or [], env=self.env, stdin=subprocess.PIPE, stderr=write_fd,
-                                             stdout=2 if _events_on_stdout() else None,
-                                             preexec_fn=_new_group_dying_with_parent())  # fmt: skip
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()  # as W&B's agent: a read gets EOF, not a stop of a background process group
+                return _ForkedFunction(self.function, self.env, write_fd, read_fd)
+            proc = subprocess.Popen(self.argv or [], env=self.env, stdin=subprocess.PIPE, stderr=write_fd,
+                                    stdout=2 if _events_on_stdout() else None,
+                                    preexec_fn=_new_group_dying_with_parent())  # fmt: skip
+            assert proc.stdin is not None
+            proc.stdin.close()  # as W&B's agent: a read gets EOF, not a stop of a background process group
             with contextlib.suppress(OSError):  # also from here: a stop sent at once must reach the whole group
+                os.setpgid(proc.pid, proc.pid)
+            return proc
+
+        try:
+            if keeper.available():  # the program's whole tree ends with it, whatever dies (see keeper.py)
+                self.proc = keeper.Kept(launch)
+            else:
+                self.proc = launch()
+            with contextlib.suppress(OSError):
                 os.setpgid(self.proc.pid, self.proc.pid)
         except BaseException:
             os.close(read_fd)
@@ -387,8 +398,8 @@ class ProgramRun:
         if code is None and self.stop_sent is not None and time.monotonic() - self.stop_sent >= self.delay_s:
             self.killed = True
             self._signal(signal.SIGKILL)
-        if code is not None and not self._cleared:
-            self._cleared = True
+        if code is not None and not self._cleared and not isinstance(self.proc, keeper.Kept):
+            self._cleared = True  # (a keeper has ended the whole tree already)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)  # what it left behind in its group (workers holding a GPU)
         return code
@@ -397,6 +408,8 @@ class ProgramRun:
         """The supervisor is going down: nothing of the program may outlive it."""
         if self.proc is not None and self.proc.poll() is None:
             self._signal(signal.SIGKILL)
+            if isinstance(self.proc, keeper.Kept):
+                self.proc.teardown()
 
 
 def find_run_file(wandb_dir: str | os.PathLike[str], run_id: str) -> Path | None:
@@ -410,7 +423,7 @@ def find_run_file(wandb_dir: str | os.PathLike[str], run_id: str) -> Path | None
 
 def final_metrics(run_file: Path | None, wait_s: float = 3.0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(history rows, summary) from the run's ``.wandb`` file; waits briefly for wandb's service to write its end."""
-    from ignite_sweep.execution.wandb_file import read_run
+    from ignite_sweep.wandb_file import read_run
 
     if run_file is None:
         return [], {}

@@ -29,14 +29,16 @@ from typing import Any
 from ignite_sweep.backends.base import RESULT_STATES, RUN_STATES
 from ignite_sweep.errors import BackendError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """1: sweeps, runs, history and the meta table (stores created before the meta table are version 0: same tables).
 2: runs.resumed_epoch (the epoch a retried run resumed after, from its predecessor's checkpoint).
 3: runs.wandb_id (the W&B run it logs to: its own id, or the run it resumed's W&B run; null means its own id).
 4: what the scheduler needs, kept up to date as runs report (so that a claim or report reads a few rows, not the
    sweep): runs.metric_n / metric_best (valid sweep-metric values so far, the best as the engine compares),
    runs.summary_score (a result's summary metric), runs.grid_key + sweeps.grid_next (grid points taken), the
-   rungs table (each run's metric at each hyperband band), and the indexes these are read through."""
+   rungs table (each run's metric at each hyperband band), and the indexes these are read through.
+5: the wandb_sweeps table: the W&B sweep that ``ignite-sweep sync`` registered for a local sweep, per entity/project
+   (a new table: created when an older store is opened)."""
 ADVISORY_LOCK = 0x1A17E5EE  # PostgreSQL: the store's one write lock
 TERMINAL = tuple(s for s in RUN_STATES if s != "running")
 
@@ -119,6 +121,13 @@ def _tables() -> Any:
         Column("value", Float, nullable=False),
     )  # fmt: skip
     Index("rungs_by_band", rungs.c.sweep_id, rungs.c.band, rungs.c.value)
+    Table(
+        "wandb_sweeps", meta,  # `ignite-sweep sync`: the W&B sweep a local sweep's runs were uploaded into
+        Column("sweep_id", String(64), primary_key=True),
+        Column("entity", String(255), primary_key=True),
+        Column("project", String(255), primary_key=True),
+        Column("wandb_sweep", String(64), nullable=False),  # the W&B sweep's name (its id)
+    )  # fmt: skip
     Table(
         "history", meta,
         Column("run_id", String(64), primary_key=True),
@@ -360,6 +369,19 @@ class LocalStore:
     def set_sweep_state(self, db: Any, sweep_id: str, state: str, reason: str) -> None:
         self._exec(db, "UPDATE sweeps SET state = :state, reason = :reason WHERE id = :id",
                    {"state": state, "reason": reason, "id": sweep_id})  # fmt: skip
+
+    def wandb_sweep(self, sweep_id: str, entity: str, project: str) -> str | None:
+        """The W&B sweep that ``sync`` registered for this local sweep in entity/project, if any."""
+        rows = self._read("SELECT wandb_sweep FROM wandb_sweeps WHERE sweep_id = :s AND entity = :e AND project = :p",
+                          s=sweep_id, e=entity, p=project)  # fmt: skip
+        return rows[0]["wandb_sweep"] if rows else None
+
+    def set_wandb_sweep(self, sweep_id: str, entity: str, project: str, wandb_sweep: str) -> None:
+        with self.transaction() as db:
+            where = {"s": sweep_id, "e": entity, "p": project}
+            self._exec(db, "DELETE FROM wandb_sweeps WHERE sweep_id = :s AND entity = :e AND project = :p", where)
+            self._exec(db, "INSERT INTO wandb_sweeps (sweep_id, entity, project, wandb_sweep) VALUES (:s, :e, :p, :w)",
+                       {**where, "w": wandb_sweep})  # fmt: skip
 
     # ------------------------------------------------------------ runs
 
