@@ -360,7 +360,10 @@ def run(args: list[str] | None = None) -> int:
     except exit_ as exc:
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the backstop: a bug, shown as one line
-        _err(report_unexpected(exc))
+        from ignite_sweep.faults import in_chain
+
+        fault = in_chain(exc)  # not a bug: the machine's (a full or read-only disk under the store, say)
+        _err(f"error: {fault.advice()}" if fault else report_unexpected(exc))
         return 1
     return code if isinstance(code, int) else 0
 

@@ -8,6 +8,7 @@ sweep's name.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import secrets
@@ -21,15 +22,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ignite_sweep import faults
 from ignite_sweep.backends.base import AgentResult, Backend, RunRecord, SweepRecord
 from ignite_sweep.engine import GridPlan, next_params
 from ignite_sweep.errors import BackendError, IgniteSweepError
-from ignite_sweep.execution.process import Interrupts, emit, interruption, run_ending, run_in_child, warm_up
+from ignite_sweep.execution.process import (
+    Interrupts,
+    SharedNote,
+    emit,
+    interruption,
+    run_ending,
+    run_in_child,
+    warm_up,
+)
 from ignite_sweep.format import fmt
 from ignite_sweep.store.sql import LocalStore
 from ignite_sweep.sweepfile import is_program_sweep
 
 DEFAULT_RETRIES = 2
+FAULT_EXIT = 75  # a run's exit code: a machine fault cut it short (EX_TEMPFAIL)
 NO_METRIC_RUNS = 3  # runs in a row without the sweep's metric before the agent says the sweep is not receiving it
 PAUSED = "sweep is paused"
 
@@ -64,6 +75,7 @@ class LocalBackend(Backend):
         self.heartbeat_s = float(os.environ.get("IGNITE_SWEEP_HEARTBEAT_S", "5"))
         self.heartbeat_timeout_s = float(os.environ.get("IGNITE_SWEEP_HEARTBEAT_TIMEOUT_S", "60"))
         self._grid_plans: dict[str, GridPlan] = {}  # sweep id -> its grid (a sweep's config never changes)
+        self._fault_note = SharedNote()  # what a forked run says of a machine fault that ended it
 
     # -- contract
 
@@ -331,7 +343,7 @@ class LocalBackend(Backend):
         interrupts = Interrupts()
         states: dict[str, int] = {}
         done, failures, without_metric, reason, waiting = 0, 0, 0, "", False
-        with interrupts.installed():
+        with self._faults_stop_the_agent(), interrupts.installed():
             while True:
                 if interrupts.requested:
                     reason = "interrupted"
@@ -358,6 +370,12 @@ class LocalBackend(Backend):
                     interrupts,
                     on_start=lambda pid, run=run: self.store.set_pid(run["id"], pid),
                 )
+                fault = self._fault_note.take()
+                if fault or outcome.code == FAULT_EXIT:  # the machine's, not the run's: stop here, lose nothing
+                    with contextlib.suppress(Exception):
+                        if (self.store.run(run["id"]) or {}).get("state") == "running":
+                            self.store.end_run(run["id"], "interrupted", error=fault.split(" (", 1)[0])
+                    raise BackendError(fault or f"run {run['id']} was cut short by a machine fault")
                 if not outcome.ok:  # the child could not record its end itself
                     state = "interrupted" if interrupts.requested else "crashed"
                     self.store.end_run(run["id"], state, error=outcome.describe())
@@ -387,6 +405,21 @@ class LocalBackend(Backend):
                         f"(--max-consecutive-failures {max_consecutive_failures}); last error: {row.get('error')}"
                     )
         return AgentResult(runs=done, reason=reason, states=states)
+
+    @contextlib.contextmanager
+    def _faults_stop_the_agent(self) -> Any:
+        """A machine fault in the agent itself (a claim or a record on a full or read-only store): one line, what
+        to do, and that nothing was lost (the store's transaction rolled back whole)."""
+        try:
+            yield
+        except IgniteSweepError:
+            raise
+        except Exception as exc:
+            folders = [Path(self.store.path).parent] if self.store.dialect == "sqlite" else []
+            fault = faults.classify(exc, folders, str(self.store))
+            if fault is None:
+                raise
+            raise BackendError(fault.advice()) from None
 
     def _trial(self, sweep: SweepRecord, run: dict[str, Any], agent_interrupted: Callable[[], bool]) -> int:
         """In the forked child: train one run, log it offline, record how it ended. Returns the exit code.
@@ -455,25 +488,45 @@ class LocalBackend(Backend):
         except KeyboardInterrupt:  # a second Ctrl-C: no final evaluation
             store.end_run(run_id, "interrupted", error="interrupted twice: ended without its final evaluation")
             return _finish(starting, 1)
-        except Exception as exc:  # noqa: BLE001 - any error in a run fails that run only
-            store.end_run(
-                run_id,
-                "failed",
-                error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            )
+        except Exception as exc:  # noqa: BLE001 - any error in a run fails that run only, unless the machine's
+            fault = faults.classify(exc, self._run_folders(sweep), str(store))
+            if fault is not None:
+                return self._cut_short(store, run_id, fault, starting)
+            store.end_run(run_id, "failed", error=run_error(exc, run["config"]))
             return _finish(starting, 1)
         finally:
             stop_beating.set()
-        status = summary["status"]
-        if status == "interrupted":
-            reached = f"interrupted ({summary['stopped_by']}) after {summary['epochs_completed']} epochs"
-            store.end_run(run_id, "interrupted", summary, error=reached)
-            return _finish(starting, 1)
-        if status == "diverged":
-            store.end_run(run_id, "failed", summary, error="diverged: the loss became NaN or infinite")
-        else:
-            store.end_run(run_id, "stopped" if status == "stopped" else "finished", summary)
-        return _finish(starting, 0)
+        try:
+            status = summary["status"]
+            if status == "interrupted":
+                reached = f"interrupted ({summary['stopped_by']}) after {summary['epochs_completed']} epochs"
+                store.end_run(run_id, "interrupted", summary, error=reached)
+                return _finish(starting, 1)
+            if status == "diverged":
+                store.end_run(run_id, "failed", summary, error="diverged: the loss became NaN or infinite")
+            else:
+                store.end_run(run_id, "stopped" if status == "stopped" else "finished", summary)
+            return _finish(starting, 0)
+        except Exception as exc:  # recording the end failed: the store's disk, say
+            fault = faults.classify(exc, self._run_folders(sweep), str(store))
+            if fault is None:
+                raise
+            return self._cut_short(store, run_id, fault, starting)
+
+    def _run_folders(self, sweep: SweepRecord) -> list[Path]:
+        """Where a run writes: its checkpoints, its W&B folder, the store's folder (SQLite)."""
+        folders = [checkpoint_root() / short_id(sweep.id), Path(os.environ.get("WANDB_DIR") or ".") / "wandb"]
+        return folders + ([Path(self.store.path).parent] if self.store.dialect == "sqlite" else [])
+
+    def _cut_short(self, store: LocalStore, run_id: str, fault: faults.MachineFault, starting: Future | None) -> int:
+        """A machine fault ended the run: ``interrupted`` (no result, run again first, no attempt spent) if the
+        store can still say so; either way the agent learns it through the shared note and stops."""
+        self._fault_note.write(fault.advice())
+        with contextlib.suppress(Exception):
+            store.end_run(run_id, "interrupted", error=str(fault))
+        with contextlib.suppress(Exception):
+            _finish(starting, 1)
+        return FAULT_EXIT
 
     def _program_trial(self, sweep: SweepRecord, run: dict[str, Any], agent_interrupted: Callable[[], bool],
                        function: Callable[[], Any] | None = None) -> int:  # fmt: skip
@@ -568,6 +621,8 @@ class LocalBackend(Backend):
             store.heartbeat(run_id, run_dir=str(run_file.parent))
         state, error = program_outcome(code, stopped_by, agent_interrupted(), program.killed,
                                        program.last_error_line)  # fmt: skip
+        if state == "failed" and (fault := faults.from_line(error or "", self._run_folders(sweep)[1:])):
+            return self._cut_short(store, run_id, fault, None)  # the machine's fault, not the program's
         if state == "finished" and metric and evaluations == 0 and metric not in summary:
             summary["missing_metric"] = metric  # no result: bayes leaves it out, the agent says so
             error = missing_metric_note(metric, [*last, *final])
@@ -606,6 +661,16 @@ def program_outcome(code: int, stopped_by: str | None, agent_interrupted: bool, 
     except ValueError:
         name = f"signal {-code}"
     return "crashed", f"killed by {name}"
+
+
+def run_error(exc: BaseException, params: dict[str, Any]) -> str:
+    """A failed run's one-line error; running out of GPU memory names what to change."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in first:
+        shown = ", ".join(f"{k} {fmt(params.get(k))}" for k in ("batch_size", "model") if k in params)
+        return (f"CUDA out of memory with {shown or 'this config'} (lower batch_size, or set amp: true): "
+                f"{first[:160]}")
+    return f"{type(exc).__name__}: {first}"
 
 
 def missing_metric_note(metric: str, logged: list[str]) -> str:

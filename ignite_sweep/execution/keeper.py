@@ -133,9 +133,10 @@ class Kept:
                 try:
                     program = launch()
                     pid = program.pid
-                except OSError as exc:
-                    os.write(write_end, json.dumps({"errno": exc.errno, "strerror": exc.strerror,
-                                                    "filename": exc.filename, "text": str(exc)}).encode() + b"\n")
+                except Exception as exc:  # noqa: BLE001 - no such program, a bad argument: the supervisor says so
+                    error = {"errno": exc.errno, "strerror": exc.strerror, "filename": exc.filename} if isinstance(
+                        exc, OSError) else {"text": f"{type(exc).__name__}: {exc}"}  # fmt: skip
+                    os.write(write_end, json.dumps(error).encode() + b"\n")
                     os._exit(127)
                 os.write(write_end, json.dumps({"pid": pid}).encode() + b"\n")
                 os.close(write_end)
@@ -165,9 +166,9 @@ class Kept:
         self.returncode: int | None = None
         if "pid" not in started:
             self._wait(0)
-            if "errno" in started and started["errno"] is not None:
+            if started.get("errno") is not None:
                 raise OSError(started["errno"], started["strerror"], started["filename"])
-            raise OSError(started.get("text") or "the program's keeper could not start it")
+            raise OSError(started.get("text") or "its keeper process ended before starting it")
         self.pid: int = started["pid"]
 
     def _wait(self, flags: int) -> int | None:

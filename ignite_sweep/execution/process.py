@@ -203,6 +203,28 @@ def run_ending() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+class SharedNote:
+    """A line a forked run leaves for its agent (an anonymous shared page, as ``Interrupts``): how a machine fault
+    ended it, when the store it would record that in is the thing that failed."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        import mmap
+
+        self._page = mmap.mmap(-1, self.SIZE)
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")[: self.SIZE - 1]
+        self._page[: len(data) + 1] = data + b"\0"
+
+    def take(self) -> str:
+        """The line left since the last call ("" if none), cleared."""
+        text = bytes(self._page[: self.SIZE]).split(b"\0", 1)[0].decode("utf-8", "replace")
+        self._page[:1] = b"\0"
+        return text
+
+
 @dataclass
 class ChildExit:
     code: int | None  # exit code, None when killed by a signal
