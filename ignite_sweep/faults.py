@@ -47,6 +47,14 @@ class MachineFault(IgniteSweepError):
                 "again first)")
 
 
+class StoreAway(MachineFault):
+    """A PostgreSQL store that did not answer for the whole wait (``IGNITE_SWEEP_STORE_WAIT_S``)."""
+
+    def advice(self) -> str:
+        return (f"{self} (start it, or mend the network, then run the agent again; the sweep lost nothing: a run it "
+                "cut short runs again first)")
+
+
 def in_chain(exc: BaseException, folders: Iterable[str | os.PathLike[str]] = (),
              store: str | None = None) -> MachineFault | None:  # fmt: skip
     """The fault an exception carries, anywhere in its chain (``__cause__``, ``__context__``, SQLAlchemy's

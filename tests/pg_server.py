@@ -54,8 +54,8 @@ def start(root: Path) -> str:
                                         "--no-sync", "-E", "UTF8"]), check=True, capture_output=True)  # fmt: skip
     port = _free_port()
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    subprocess.run(_as_server_user([_bin("pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-o", options,
-                                    "-w", "-t", "60", "start"]), check=True, capture_output=True)  # fmt: skip
+    (root / "options").write_text(options)
+    _start(root)
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -64,6 +64,20 @@ def start(root: Path) -> str:
                 return url
         time.sleep(0.2)
     raise RuntimeError(f"PostgreSQL did not start: see {root / 'server.log'}")
+
+
+def _start(root: Path) -> None:
+    subprocess.run(_as_server_user([_bin("pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"), "-o",
+                                    (root / "options").read_text(), "-w", "-t", "60", "start"]),
+                   check=True, capture_output=True)  # fmt: skip
+
+
+def pause(root: Path, seconds: float) -> None:
+    """Stop the server (fast: sessions are cut), wait, start it again on the same port (a restart, an upgrade)."""
+    root = Path(root).resolve()
+    stop(root)
+    time.sleep(seconds)
+    _start(root)
 
 
 def stop(root: Path) -> None:

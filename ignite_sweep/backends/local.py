@@ -179,6 +179,11 @@ class LocalBackend(Backend):
 
     def claim(self, sweep_id: str, slot: str | None = None, gpu: str | None = None
               ) -> tuple[dict[str, Any] | None, str]:  # fmt: skip
+        """``_claim``, done again whole while a PostgreSQL store is away (a restart), for a bounded time."""
+        return self.store.retrying(lambda: self._claim(sweep_id, slot, gpu))
+
+    def _claim(self, sweep_id: str, slot: str | None = None, gpu: str | None = None
+               ) -> tuple[dict[str, Any] | None, str]:  # fmt: skip
         """Atomically pick the next run: an interrupted run's or a crashed run's config again first, then the
         engine's suggestion. Returns (run, reason if None).
 
@@ -269,8 +274,12 @@ class LocalBackend(Backend):
         """Store one evaluation's metrics; True when the run should stop (hyperband or sweep stopped)."""
         return self.report_many(run_id, [metrics])
 
-    def report_many(self, run_id: str, evaluations: list[dict[str, Any]]) -> bool:
-        """Store evaluations in one transaction, then decide once whether the run should stop."""
+    def report_many(self, run_id: str, evaluations: list[dict[str, Any]], wait_s: float | None = None) -> bool:
+        """Store evaluations in one transaction, then decide once whether the run should stop (done again whole
+        while a PostgreSQL store is away, for at most ``wait_s``; then ``StoreAway``)."""
+        return self.store.retrying(lambda: self._report_many(run_id, evaluations), wait_s)
+
+    def _report_many(self, run_id: str, evaluations: list[dict[str, Any]]) -> bool:
         with self.store.transaction() as db:
             for metrics in evaluations:
                 self.store.append_history(db, run_id, metrics)
@@ -412,6 +421,8 @@ class LocalBackend(Backend):
         to do, and that nothing was lost (the store's transaction rolled back whole)."""
         try:
             yield
+        except faults.MachineFault as fault:  # a store away for longer than the wait, say
+            raise BackendError(fault.advice()) from None
         except IgniteSweepError:
             raise
         except Exception as exc:
@@ -431,15 +442,17 @@ class LocalBackend(Backend):
         from ignite_sweep.training.config import TrainConfig
         from ignite_sweep.training.train import readable_checkpoint, train
 
-        store = LocalStore(self.store.url)  # never share a connection across fork
+        store = LocalStore(self.store.url, wait_on_open=True)  # never share a connection across fork
         child = LocalBackend(store)
         run_id = run["id"]
         stop_beating = threading.Event()
 
         def beat() -> None:
-            own = LocalStore(store.url)  # sqlite connections belong to one thread
+            own = LocalStore(store.url, wait_on_open=True)  # sqlite connections belong to one thread
+            own.wait_s = 0  # a server away: the next beat tries again (the run trains on)
             while not stop_beating.wait(self.heartbeat_s):
-                own.heartbeat(run_id)
+                with contextlib.suppress(faults.StoreAway):
+                    own.heartbeat(run_id)
             own.close()
 
         threading.Thread(target=beat, daemon=True, name="ignite-sweep-heartbeat").start()
@@ -467,9 +480,20 @@ class LocalBackend(Backend):
                 job_type="sweep-run", tags=[f"local-sweep-{short_id(sweep.id)}"], config=run["config"],
             )  # fmt: skip
 
+            pending: list[dict[str, Any]] = []  # evaluations a store that is away has not recorded yet
+
             def reporter(metrics: dict[str, Any]) -> bool:
                 emit({"event": "eval", "run": run_id, "epoch": metrics.get("epoch"), "metrics": metrics})
-                return child.report(run_id, metrics)
+                pending.append(metrics)
+                try:  # while the store is away the run trains on; its evaluations go in, in order, once it is back
+                    stop = child.report_many(run_id, pending, wait_s=0)
+                except faults.StoreAway as away:
+                    if len(pending) == 1:
+                        print(f"warning: run {run_id}: {away}: training goes on, its evaluations are recorded when "
+                              "the store is back", file=sys.stderr)  # fmt: skip
+                    return False
+                pending.clear()
+                return stop
 
             def resumed(epoch: int) -> None:  # the history of the run it continues, up to the checkpoint
                 with store.transaction() as db:
@@ -480,8 +504,12 @@ class LocalBackend(Backend):
                             resume_from=folder / retry_of if retry_of else None, on_resume=resumed,
                             interrupted=lambda stopped_by: interruption(stopped_by, agent_interrupted()))  # fmt: skip
             run_ending()
+            if pending:  # the store was away at the last evaluations: wait for it (bounded) to record them
+                child.report_many(run_id, pending)
             summary["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")  # as the run saw it
             store.heartbeat(run_id, run_dir=os.path.dirname(starting.result().dir))
+        except faults.MachineFault as fault:  # the store away for longer than the wait, say
+            return self._cut_short(store, run_id, fault, starting)
         except IgniteSweepError as exc:
             store.end_run(run_id, "failed", error=str(exc))
             return _finish(starting, 1)
@@ -523,7 +551,7 @@ class LocalBackend(Backend):
         store can still say so; either way the agent learns it through the shared note and stops."""
         self._fault_note.write(fault.advice())
         with contextlib.suppress(Exception):
-            store.end_run(run_id, "interrupted", error=str(fault))
+            store.end_run(run_id, "interrupted", error=str(fault), wait_s=0)
         with contextlib.suppress(Exception):
             _finish(starting, 1)
         return FAULT_EXIT
@@ -545,7 +573,7 @@ class LocalBackend(Backend):
             sweep_folder,
         )
 
-        store = LocalStore(self.store.url)  # never share a connection across fork
+        store = LocalStore(self.store.url, wait_on_open=True)  # never share a connection across fork
         child = LocalBackend(store)
         run_id, sid = run["id"], short_id(sweep.id)
         caught: list[str] = []
@@ -603,6 +631,9 @@ class LocalBackend(Backend):
                     next_beat = now + self.heartbeat_s
                     store.heartbeat(run_id)
                 time.sleep(0.1)
+        except faults.MachineFault as fault:  # the store away for longer than the wait: stop here, lose nothing
+            program.kill_now()
+            return self._cut_short(store, run_id, fault, None)
         except BaseException:  # the supervisor itself failed: nothing of the program may outlive it
             program.kill_now()
             raise

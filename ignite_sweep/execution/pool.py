@@ -212,7 +212,7 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
         for line in process.stderr:
             if line.strip():
                 state.last_error = line.strip()
-                if not live and (line.startswith("error:") or "Traceback" in line):
+                if not live and (line.startswith(("error:", "warning:", "sweep store ")) or "Traceback" in line):
                     say(f"[{state.slot.name}] {line.rstrip()}")
 
     def start(state: SlotState) -> None:

@@ -21,13 +21,17 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ignite_sweep.backends.base import RESULT_STATES, RUN_STATES
 from ignite_sweep.errors import BackendError
+
+T = TypeVar("T")
+NOT_AWAY = ("authentication", "does not exist", "pg_hba.conf", "permission denied", "invalid")  # a wrong URL
+STORE_WAIT_S = 60.0  # how long agents and runs wait for a PostgreSQL store that is away (IGNITE_SWEEP_STORE_WAIT_S)
 
 SCHEMA_VERSION = 5
 """1: sweeps, runs, history and the meta table (stores created before the meta table are version 0: same tables).
@@ -147,14 +151,18 @@ def _safe(url: str) -> str:
 
 
 class LocalStore:
-    def __init__(self, where: str | os.PathLike[str] | None = None):
+    def __init__(self, where: str | os.PathLike[str] | None = None, wait_on_open: bool = False):
+        """``wait_on_open``: a PostgreSQL server that is away is waited for already at the first connection (a run's
+        process opening the store its agent had; a command's own first contact fails in one line at once)."""
         self.url = store_url(where)
+        self._wait_on_open = wait_on_open
         self.dialect = self.url.split(":", 1)[0].split("+", 1)[0]
         self.path: Path | str = Path(self.url.removeprefix("sqlite:///")) if self.dialect == "sqlite" else self.url
         self._local = threading.local()
         self._scorings: dict[str, Any] = {}  # sweep id -> engine.Scoring (a sweep's config never changes)
         self._queue_fd: list[int] = [-1, -1]  # [pid, fd of <store>.lock]: SQLite writers queue on it
         weakref.finalize(self, _close_queue, self._queue_fd)
+        self.wait_s = float(os.environ.get("IGNITE_SWEEP_STORE_WAIT_S", STORE_WAIT_S))
         self.engine = self._connect()
         self._closer = weakref.finalize(self, self.engine.dispose)
 
@@ -203,12 +211,15 @@ class LocalStore:
                 raise BackendError(f"sweep store '{_safe(self.url)}': {exc}") from None
         if hasattr(os, "register_at_fork"):  # a forked child opens its own store; never use the parent's sockets
             os.register_at_fork(after_in_child=lambda ref=weakref.ref(engine): (e := ref()) and e.dispose(close=False))
-        try:
+        def open_and_migrate() -> None:
             with engine.connect() as conn:
                 conn.info["write"] = True
                 with conn.begin():
                     self._lock(conn)
                     self._migrate(conn)
+
+        try:
+            self.retrying(open_and_migrate) if self._wait_on_open else open_and_migrate()
         except sqlalchemy.exc.SQLAlchemyError as exc:
             engine.dispose()
             if self.dialect == "sqlite":
@@ -334,14 +345,68 @@ class LocalStore:
         current = getattr(self._local, "conn", None)
         if current is not None:
             return [dict(r._mapping) for r in current.execute(text(sql), params)]
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(text(sql), params)]
+
+        def read() -> list[dict[str, Any]]:
+            with self.engine.connect() as conn:
+                return [dict(r._mapping) for r in conn.execute(text(sql), params)]
+
+        return self.retrying(read)
 
     def _write(self, sql: str, **params: Any) -> int:
         from sqlalchemy import text
 
-        with self.transaction() as db:
-            return db.execute(text(sql), params).rowcount
+        def write() -> int:
+            with self.transaction() as db:
+                return db.execute(text(sql), params).rowcount
+
+        return self.retrying(write)
+
+    # ------------------------------------------------------------ a PostgreSQL server that is away for a while
+
+    def away(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the PostgreSQL server cannot be reached (refused, reset, restarting, timed out):
+        wait for it. SQLite's file is never away (its faults are the machine's: faults.py)."""
+        if self.dialect == "sqlite":
+            return False
+        import sqlalchemy
+
+        if getattr(exc, "connection_invalidated", False):
+            return True
+        text = str(exc).lower()
+        return isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) and not any(
+            words in text for words in NOT_AWAY)  # fmt: skip
+
+    def retrying(self, work: Callable[[], T], wait_s: float | None = None) -> T:
+        """``work`` (a whole transaction, or a read), done again while the server is away, with backoff, for at
+        most ``wait_s`` (default ``IGNITE_SWEEP_STORE_WAIT_S``, 60 s): one line when the wait starts and one when
+        the server is back; after it, ``StoreAway`` (one line naming the store, no password). Inside an open
+        transaction it only runs ``work``: the transaction's own caller does it again whole."""
+        if self.dialect == "sqlite" or getattr(self._local, "conn", None) is not None:
+            return work()
+        from ignite_sweep.faults import StoreAway
+
+        limit = self.wait_s if wait_s is None else wait_s
+        deadline, delay = None, 0.25
+        while True:
+            try:
+                result = work()
+            except Exception as exc:
+                if not self.away(exc):
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + limit
+                    if limit > 0:
+                        _say(f"sweep store {self} is away ({_first_line(exc)}): waiting up to {limit:g} s for it "
+                             "(IGNITE_SWEEP_STORE_WAIT_S)")  # fmt: skip
+                if now + delay > deadline:
+                    raise StoreAway(str(self), f"unreachable for {limit:g} s ({_first_line(exc)})") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if deadline is not None and limit > 0:
+                _say(f"sweep store {self} is back")
+            return result
 
     @staticmethod
     def _exec(db: Any, sql: str, params: Any = None) -> Any:
@@ -542,9 +607,13 @@ class LocalStore:
             self._exec(db, "UPDATE runs SET should_stop = 1 WHERE id = :id AND state = 'running'",
                        [{"id": i} for i in run_ids])  # fmt: skip
 
-    def end_run(self, run_id: str, state: str, summary: dict | None = None, error: str | None = None) -> bool:
+    def end_run(self, run_id: str, state: str, summary: dict | None = None, error: str | None = None,
+                wait_s: float | None = None) -> bool:  # fmt: skip
         """Record a run's end, once: a run already ended (e.g. reaped as crashed) keeps its state."""
         assert state in TERMINAL, state
+        return self.retrying(lambda: self._end_run(run_id, state, summary, error), wait_s)
+
+    def _end_run(self, run_id: str, state: str, summary: dict | None, error: str | None) -> bool:
         with self.transaction() as db:
             changed = self._exec(
                 db,
@@ -582,6 +651,12 @@ def _close_queue(queue: list[int]) -> None:
     if queue[0] == os.getpid() and queue[1] >= 0:
         os.close(queue[1])
     queue[:] = [-1, -1]
+
+
+def _say(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
 
 
 def _first_line(exc: BaseException) -> str:
