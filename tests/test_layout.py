@@ -19,7 +19,7 @@ FORBIDDEN = {  # importer folder -> the folders (or modules) it must not import
     "training": ("backends", "store", "execution", "report", "cli", "sweepfile", "engine"),
     "execution": ("backends", "store", "report", "cli", "sweepfile", "engine"),
     "backends": ("report", "cli"),
-    "store": ("backends.local", "backends.wandb", "execution", "report", "cli", "training"),
+    "store": ("backends", "execution", "report", "cli", "training"),
     "report": ("cli", "execution"),
 }
 

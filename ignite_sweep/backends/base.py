@@ -13,10 +13,8 @@ Contract (each backend passes tests/test_backends.py):
 - ``pause(sweep_id)`` / ``resume(sweep_id)``: no new runs until resumed; agents wait (``--pause``/``--resume``).
 - ``sweeps()``: the sweeps this backend knows (may be empty where listing is not possible).
 
-Run states are one of running | finished | stopped | failed | crashed | interrupted. ``stopped`` is a result
-(the sweep decided the run had seen enough: hyperband, ``metric.target``, ``ignite-sweep stop``);
-``interrupted`` is unfinished work (its agent was interrupted: Ctrl-C, SIGTERM, SIGHUP): it is no result, and
-the next agent on the sweep runs it again (``continues`` names the run a re-run continues).
+Run states: ``ignite_sweep.states`` (below the store and the backends). ``continues`` names the run a re-run
+continues.
 """
 
 from __future__ import annotations
@@ -27,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-RUN_STATES = ("running", "finished", "stopped", "failed", "crashed", "interrupted")
-RESULT_STATES = ("finished", "stopped", "failed", "crashed")
-"""Runs that are a result of the sweep (``interrupted`` is not: it is run again)."""
+from ignite_sweep.states import RESULT_STATES, RUN_STATES
+
+__all__ = ["RESULT_STATES", "RUN_STATES", "AgentResult", "Backend", "RunRecord", "SweepRecord"]
 
 
 @dataclass

@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ignite_sweep.backends.base import RESULT_STATES, RUN_STATES
 from ignite_sweep.errors import BackendError
+from ignite_sweep.states import RESULT_STATES, RUN_STATES
 
 T = TypeVar("T")
 NOT_AWAY = ("authentication", "does not exist", "pg_hba.conf", "permission denied", "invalid")  # a wrong URL
