@@ -10,10 +10,41 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ignite_sweep.backends.base import AgentResult
+
+
+@dataclass
+class Created:
+    """A registered sweep: its id, its validated config, and the backend chosen (and why)."""
+
+    sweep_id: str
+    config: dict[str, Any]
+    backend: str
+    why: str
+
+
+def create(config: dict[str, Any] | str | os.PathLike[str], backend: str = "auto", project: str | None = None,
+           entity: str | None = None, warn: Callable[[str], None] | None = None,
+           for_function: bool = False) -> Created:  # fmt: skip
+    """The one create path (``ignite-sweep create`` prints around it; ``sweep()`` returns its id): resolve the
+    backend, preflight it (no login or no server is one line before the sweep is even read), validate the sweep
+    (a dict, or a sweep YAML's path; ``for_function``: parameters that are not ignite-sweep's own are allowed, for
+    a function of one's own) and register it."""
+    from ignite_sweep.backends import REGISTRY, choose_backend
+    from ignite_sweep.sweepfile import load_sweep, validate_sweep
+
+    chosen, why = choose_backend(backend)
+    target = REGISTRY[chosen]()
+    target.preflight()
+    if isinstance(config, (str, os.PathLike)):
+        checked = load_sweep(Path(config), warn=warn, for_function=for_function)
+    else:
+        checked = validate_sweep(config, "sweep config", warn=warn, for_function=for_function)
+    return Created(target.create(checked, project=project, entity=entity, warn=warn), checked, chosen, why)
 
 
 def sweep(config: dict[str, Any] | str | os.PathLike[str], backend: str = "auto", project: str | None = None,
@@ -21,20 +52,11 @@ def sweep(config: dict[str, Any] | str | os.PathLike[str], backend: str = "auto"
     """Validate a sweep (a dict, or a sweep YAML's path) and register it; returns its id (``local/<id>`` or
     ``entity/project/<id>``). Parameters that are not ignite-sweep's own make it a sweep for ``agent(function=)``
     (as with ``wandb.sweep``); a ``program`` makes it a program sweep."""
-    from ignite_sweep.backends import REGISTRY, choose_backend
-    from ignite_sweep.sweepfile import load_sweep, validate_sweep
 
     def warn(message: str) -> None:
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(message, stacklevel=4)
 
-    chosen, _ = choose_backend(backend)
-    target = REGISTRY[chosen]()
-    target.preflight()
-    if isinstance(config, (str, os.PathLike)):
-        checked = load_sweep(Path(config), warn=warn, for_function=True)
-    else:
-        checked = validate_sweep(config, "sweep config", warn=warn, for_function=True)
-    return target.create(checked, project=project, entity=entity, warn=warn)
+    return create(config, backend, project, entity, warn=warn, for_function=True).sweep_id
 
 
 def agent(sweep_id: str, function: Callable[[], Any] | None = None, count: int | None = None,

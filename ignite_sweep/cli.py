@@ -80,16 +80,11 @@ def _console(stderr: bool = False):  # noqa: ANN202 - rich is imported lazily
 
 
 def _create(sweep_file: Path, backend: str, project: str | None, entity: str | None) -> str:
-    from ignite_sweep.backends import REGISTRY, choose_backend
-    from ignite_sweep.sweepfile import load_sweep
+    from ignite_sweep.api import create
 
-    chosen, why = choose_backend(backend)
-    target = REGISTRY[chosen]()
-    target.preflight()  # no login or no server: say so before the sweep file is even read
-    warn = lambda message: _err(f"warning: {message}")  # noqa: E731
-    config = load_sweep(sweep_file, warn=warn)
-    _err(f"backend: {chosen} ({why})")
-    sweep_id = target.create(config, project=project, entity=entity, warn=warn)
+    created = create(sweep_file, backend, project, entity, warn=lambda message: _err(f"warning: {message}"))
+    _err(f"backend: {created.backend} ({created.why})")
+    sweep_id, config = created.sweep_id, created.config
     metric = config.get("metric") or {}
     params = ", ".join(config["parameters"])
     from ignite_sweep.sweepfile import is_program_sweep
