@@ -21,6 +21,7 @@ FORBIDDEN = {  # importer folder -> the folders (or modules) it must not import
     "backends": ("report", "cli"),
     "store": ("backends", "execution", "report", "cli", "training"),
     "report": ("cli", "execution"),
+    "search": ("backends", "execution", "report", "cli", "training", "store"),
 }
 
 

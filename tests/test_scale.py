@@ -105,7 +105,7 @@ def test_hyperband_stops_are_the_engines_at_every_report(tmp_path: Path, goal: s
         rows = engine_view(backend, sweep_id)
         expected = set(runs_to_stop(config, rows))
         with backend.store.transaction() as db:
-            assert set(backend._hyperband_stops(db, sid)) == expected
+            assert set(backend.engine(backend.store.sweep(sid)).stops(backend.store, db, sid)) == expected
         assert stop == (run_id in expected or next(r for r in rows if r["id"] == run_id)["should_stop"] == 1)
         stops_seen += len(expected)
         if stop or rng.random() < 0.1:  # it ends: stopped when asked, else any way a run ends
@@ -137,7 +137,7 @@ def grow(backend: LocalBackend, sweep_id: str, n: int) -> None:
     with backend.store.transaction() as db:
         for i in range(n):
             run = {"id": _new_id(), "sweep_id": sid, "config": {"a": i // 60, "b": i % 60}, "grid_key": None}
-            run["grid_key"] = backend._grid_plan(backend.store.sweep(sid)).run_key(run["config"])
+            run["grid_key"] = backend.engine(backend.store.sweep(sid)).plan.run_key(run["config"])
             backend.store.insert_run(db, run)
             for epoch in range(3):
                 backend.store.append_history(db, run["id"], {"loss": 1.0 / (epoch + 1 + i % 7)})

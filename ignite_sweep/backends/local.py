@@ -1,9 +1,9 @@
-"""The embedded local backend: a SQLite store plus W&B's open-source sweep engine (``sweeps``).
+"""The embedded local backend: the sweep's state machine and the agent loop, over a store (SQLite or PostgreSQL).
 
-``sweeps.next_run`` decides configs (grid, random, bayes) and ``sweeps.stop_runs`` hyperband stops; this
-module enforces what the engine does not: ``run_cap``, ``metric.target``, agent ``--count``, heartbeats,
-retries of crashed runs, re-runs of interrupted ones. Runs are logged with wandb offline, grouped by the
-sweep's name.
+A search engine (``ignite_sweep.search``: W&B's open-source ``sweeps`` engine for grid, random, bayes and
+hyperband) decides configs and early stops; this module enforces what the engine does not: the store's write lock
+and exactly-once claims, ``run_cap``, agent ``--count``, heartbeats, retries of crashed runs, re-runs of interrupted
+ones, machine faults. Runs are logged with wandb offline, grouped by the sweep's name.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import Any
 
 from ignite_sweep import faults
 from ignite_sweep.backends.base import AgentResult, Backend, RunRecord, SweepRecord
-from ignite_sweep.engine import GridPlan, next_params
 from ignite_sweep.errors import BackendError, IgniteSweepError
 from ignite_sweep.execution.process import (
     Interrupts,
@@ -36,6 +35,7 @@ from ignite_sweep.execution.process import (
     warm_up,
 )
 from ignite_sweep.format import fmt
+from ignite_sweep.search import SearchEngine, engine_for
 from ignite_sweep.store.sql import LocalStore
 from ignite_sweep.sweepfile import is_program_sweep
 
@@ -74,7 +74,7 @@ class LocalBackend(Backend):
         self.store = store or LocalStore()
         self.heartbeat_s = float(os.environ.get("IGNITE_SWEEP_HEARTBEAT_S", "5"))
         self.heartbeat_timeout_s = float(os.environ.get("IGNITE_SWEEP_HEARTBEAT_TIMEOUT_S", "60"))
-        self._grid_plans: dict[str, GridPlan] = {}  # sweep id -> its grid (a sweep's config never changes)
+        self._engines: dict[str, SearchEngine] = {}  # sweep id -> its search engine
         self._fault_note = SharedNote()  # what a forked run says of a machine fault that ended it
 
     # -- contract
@@ -192,10 +192,12 @@ class LocalBackend(Backend):
         the lock is taken, on a plain read; inside it, what it decided is checked again (sweep running, no re-run
         due, run_cap)."""
         sid = short_id(sweep_id)
-        suggestion = self._decide_before_lock(sid)
+        before = self.store.sweep(sid)
+        engine = self.engine(before) if before else None
+        prepared = engine.prepare(self.store, before) if engine and before["state"] == "running" else None
         with self.store.transaction() as db:
             sweep = self.store.sweep(sid)
-            if sweep is None:
+            if sweep is None or engine is None:
                 raise BackendError(f"unknown sweep '{sweep_id}'")
             if sweep["state"] != "running":
                 return None, PAUSED if sweep["state"] == "paused" else sweep["reason"] or f"sweep is {sweep['state']}"
@@ -208,7 +210,7 @@ class LocalBackend(Backend):
                     self.store.set_sweep_state(db, sid, "finished", reason)
                 return None, reason
 
-            if self._target_reached(db, sid, config):
+            if engine.target_reached(self.store, db, sid):
                 return finish(f"metric target {config['metric']['target']} reached")
             run: dict[str, Any] = {"id": _new_id(), "sweep_id": sid, "slot": slot, "gpu": gpu}
             retry = self.store.next_retry(db, sid, sweep["retries"])
@@ -219,56 +221,19 @@ class LocalBackend(Backend):
                 cap = config.get("run_cap")
                 if cap is not None and self.store.count_first_runs(db, sid) >= cap:
                     return finish(f"run_cap {cap} reached")
-                if config["method"] == "grid":
-                    point = self._next_grid_point(db, sweep)
-                    if point is None:
-                        return finish("every grid point has run")
-                    run.update(config=point[0], grid_key=point[1])
-                else:  # random: the engine reads no runs; bayes: suggested above, or now if that read failed
-                    suggestion = suggestion or next_params(config, self._engine_rows(sid, config))
-                    if suggestion is None:
-                        return finish("the engine has no more suggestions")
-                    run.update(config=suggestion[0], search_info=suggestion[1])
+                suggestions = engine.suggest(self.store, db, sweep, prepared, k=1)
+                if not suggestions:
+                    return finish(engine.exhausted)
+                chosen = suggestions[0]
+                run.update(config=chosen.params, grid_key=chosen.grid_key, search_info=chosen.search_info)
             self.store.insert_run(db, run)
             return run, ""
 
-    def _engine_rows(self, sid: str, config: dict[str, Any]) -> list[dict[str, Any]]:
-        """The runs the engine's method reads: none for random (it samples), every run with its history else."""
-        return [] if config["method"] == "random" else self.store.runs(sid, with_history=True)
-
-    def _decide_before_lock(self, sid: str) -> tuple[dict[str, Any], Any] | None:
-        """Before the write lock is taken: bayes' suggestion from a plain read of the sweep (and a grid's plan
-        is built, once per agent)."""
-        sweep = self.store.sweep(sid)
-        if sweep is None or sweep["state"] != "running":
-            return None
-        if sweep["config"].get("method") == "grid":
-            self._grid_plan(sweep)
-        if sweep["config"].get("method") != "bayes":
-            return None
-        return next_params(sweep["config"], self.store.runs(sid, with_history=True))
-
-    def _target_reached(self, db: Any, sid: str, config: dict[str, Any]) -> bool:
-        target = (config.get("metric") or {}).get("target")
-        if target is None:
-            return False
-        best, scoring = self.store.best_summary_score(db, sid), self.store.scoring(db, sid)
-        return best is not None and best <= scoring.sign * target
-
-    def _next_grid_point(self, db: Any, sweep: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
-        """The engine's grid choice, the first point in its order no run has: from the sweep's cursor (every
-        point before it is taken; an interrupted run's point is taken again by its re-run, which goes first)."""
-        plan = self._grid_plan(sweep)
-        index = sweep["grid_next"]
-        while index < plan.size and self.store.grid_taken(db, sweep["id"], plan.key(index)):
-            index += 1
-        self.store.set_grid_next(db, sweep["id"], min(index + 1, plan.size))
-        return (plan.params(index), plan.key(index)) if index < plan.size else None
-
-    def _grid_plan(self, sweep: dict[str, Any]) -> GridPlan:
-        if sweep["id"] not in self._grid_plans:
-            self._grid_plans[sweep["id"]] = GridPlan(sweep["config"])
-        return self._grid_plans[sweep["id"]]
+    def engine(self, sweep: dict[str, Any]) -> SearchEngine:
+        """The sweep's search engine (``search.engine_for``), made once per agent: a sweep's config never changes."""
+        if sweep["id"] not in self._engines:
+            self._engines[sweep["id"]] = engine_for(sweep["config"])
+        return self._engines[sweep["id"]]
 
     def report(self, run_id: str, metrics: dict[str, Any]) -> bool:
         """Store one evaluation's metrics; True when the run should stop (hyperband or sweep stopped)."""
@@ -289,28 +254,9 @@ class LocalBackend(Backend):
                 return True
             if run["should_stop"] or sweep["state"] == "canceled":  # stop lets running runs finish
                 return True
-            to_stop = self._hyperband_stops(db, sweep["id"])
+            to_stop = self.engine(sweep).stops(self.store, db, sweep["id"])
             self.store.request_stop(db, to_stop)
             return run_id in to_stop
-
-    def _hyperband_stops(self, db: Any, sid: str) -> list[str]:
-        """``sweeps.stop_runs`` (hyperband) from what the store keeps: for each running run, its best value (its
-        value at the band, with ``strict``) against the threshold at the last band it reached."""
-        scoring = self.store.scoring(db, sid)
-        if not scoring.bands:
-            return []
-        thresholds: dict[int, float] = {}
-        stops = []
-        for run in self.store.running_scores(db, sid):
-            band = scoring.closest_band(run.metric_n)
-            if band is None:
-                continue
-            if band not in thresholds:
-                thresholds[band] = self.store.band_threshold(db, sid, band, scoring.r)
-            value = self.store.rung_value(db, run.id, band) if scoring.strict else run.metric_best
-            if value > thresholds[band]:
-                stops.append(run.id)
-        return stops
 
     def stop_requested(self, run_id: str) -> bool:
         """Whether the run was asked to stop (hyperband on another run's report, ``cancel``), without reporting."""
