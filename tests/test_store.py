@@ -75,34 +75,100 @@ def test_a_dead_pid_is_only_checked_on_its_own_host(store_url: str, monkeypatch:
     assert {r["id"]: r["host"] for r in store.runs("s1")} == {"on-node-a": "node-a", "on-node-b": "node-b"}
 
 
-def _claim_until_done(url: str, sweep_id: str, host: str, out: Any) -> None:
+def test_an_interrupted_run_is_run_again_before_an_older_crashed_one(store_url: str) -> None:
+    """README: an interrupted run is run again first (it spends no retry), before crashed runs with retries left,
+    whatever their age: an older run ends crashed, a newer one interrupted; the next claim continues the
+    interrupted one, the claim after it retries the crashed one, then the grid goes on."""
+    backend = LocalBackend(LocalStore(store_url))
+    sweep_id = backend.create(validate_sweep(GRID))
+    older, _ = backend.claim(sweep_id)
+    newer, _ = backend.claim(sweep_id)
+    backend.store.end_run(older["id"], "crashed", error="process killed by SIGKILL")
+    backend.store.end_run(newer["id"], "interrupted", {"val/accuracy": 0.5, "epochs_completed": 1})
+    first, _ = backend.claim(sweep_id)
+    assert (first["retry_of"], first["config"]) == (newer["id"], newer["config"]), first
+    second, _ = backend.claim(sweep_id)
+    assert (second["retry_of"], second["config"], second["attempt"]) == (older["id"], older["config"], 1), second
+    fresh, _ = backend.claim(sweep_id)
+    assert fresh.get("retry_of") is None and fresh["config"] not in (older["config"], newer["config"])
+
+
+ROUNDS = 2  # six agents claim at once, twice: 6 + 6 claims for a run_cap of 7
+
+
+def _claim_in_rounds(url: str, sweep_id: str, host: str, barrier: Any, out: Any, flock_fails: bool) -> None:
+    """One agent: opens the store, then in each round waits with the others at the barrier and claims once (ending
+    what it got as finished). ``flock_fails``: a file system without flock (NFS without its lock manager):
+    ``fcntl.flock`` raises ENOLCK in this process, as the kernel would there. Puts (claimed ids, flock calls)."""
+    import errno
+    import fcntl
+
     os.environ["IGNITE_SWEEP_HOST"] = host
+    flock_calls = [0]
+    if flock_fails:
+
+        def no_flock(fd: int, operation: int) -> None:
+            flock_calls[0] += 1
+            raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+        fcntl.flock = no_flock
+    try:
+        backend = LocalBackend(LocalStore(url))
+        assert backend.sweep(sweep_id) is not None  # connected before the start: the claims race, not the opens
+        claimed = []
+        for _ in range(ROUNDS):
+            barrier.wait(timeout=60)
+            run, _ = backend.claim(sweep_id)
+            if run is not None:
+                claimed.append(run["id"])
+                backend.store.end_run(run["id"], "finished", {"val/accuracy": 0.5})
+        out.put((claimed, flock_calls[0]))
+    except BaseException as exc:  # noqa: BLE001 - the test says what failed; the others stop waiting
+        barrier.abort()
+        out.put((f"{host}: {type(exc).__name__}: {exc}", flock_calls[0]))
+
+
+def _six_agents_claim_at_once(url: str, flock_fails: bool = False) -> tuple[LocalBackend, str, list[str], int]:
+    """Six agent processes, all released by one barrier for each round of claims: every claim of a round is in
+    flight at once, so a claim that is not one writer at a time gives a point twice or passes run_cap every time,
+    not once in a few runs."""
     backend = LocalBackend(LocalStore(url))
-    claimed = []
-    while True:
-        run, _ = backend.claim(sweep_id)
-        if run is None:
-            break
-        claimed.append(run["id"])
-        backend.store.end_run(run["id"], "finished", {"val/accuracy": 0.5})
-    out.put(claimed)
+    sweep_id = backend.create(validate_sweep({**GRID, "run_cap": 7}))
+    ctx = multiprocessing.get_context("fork")
+    out, barrier = ctx.Queue(), ctx.Barrier(6)
+    agents = [ctx.Process(target=_claim_in_rounds, args=(url, sweep_id, f"node-{i}", barrier, out, flock_fails))
+              for i in range(6)]  # fmt: skip
+    for p in agents:
+        p.start()
+    results = [out.get(timeout=120) for _ in agents]
+    for p in agents:
+        p.join(timeout=30)
+    errors = [claimed for claimed, _ in results if isinstance(claimed, str)]
+    assert not errors, errors
+    claimed = [run for runs, _ in results for run in runs]
+    return backend, sweep_id, claimed, sum(calls for _, calls in results)
+
+
+def _assert_exactly_once(backend: LocalBackend, sweep_id: str, claimed: list[str]) -> None:
+    runs = backend.runs(sweep_id)
+    assert len(claimed) == len(set(claimed)) == len(runs) == 7, (claimed, runs)  # run_cap exact, none twice
+    assert len({r.config["lr"] for r in runs}) == 7  # seven different grid points
+    assert {r.state for r in runs} == {"finished"}
+    assert backend.claim(sweep_id) == (None, "run_cap 7 reached")
 
 
 def test_claims_are_exactly_once_and_run_cap_exact_under_six_concurrent_agents(store_url: str) -> None:
-    backend = LocalBackend(LocalStore(store_url))
-    sweep_id = backend.create(validate_sweep({**GRID, "run_cap": 7}))
-    ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
-    agents = [ctx.Process(target=_claim_until_done, args=(store_url, sweep_id, f"node-{i}", out)) for i in range(6)]
-    for p in agents:
-        p.start()
-    claimed = [run for _ in agents for run in out.get(timeout=120)]
-    for p in agents:
-        p.join(timeout=30)
-    runs = backend.runs(sweep_id)
-    assert len(claimed) == len(set(claimed)) == len(runs) == 7  # run_cap exact, nothing claimed twice
-    assert len({r.config["lr"] for r in runs}) == 7  # seven different grid points
-    assert {r.state for r in runs} == {"finished"}
+    backend, sweep_id, claimed, _ = _six_agents_claim_at_once(store_url)
+    _assert_exactly_once(backend, sweep_id, claimed)
+
+
+def test_sqlite_alone_keeps_claims_exactly_once_on_a_file_system_without_flock(tmp_path: Path) -> None:
+    """README: the lock file only orders SQLite's writers; on a file system without flock, ``BEGIN IMMEDIATE``
+    alone keeps claims exactly-once. Every flock in the six agents fails with ENOLCK."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    backend, sweep_id, claimed, flock_calls = _six_agents_claim_at_once(url, flock_fails=True)
+    assert flock_calls >= 6 * ROUNDS  # the agents' writes did try the lock file, and went on without it
+    _assert_exactly_once(backend, sweep_id, claimed)
 
 
 def test_three_hosts_finish_a_12_point_grid_exactly_once_with_a_run_killed(

@@ -255,3 +255,43 @@ def test_amp_and_channels_last_on_cuda_checkpoint_the_grad_scaler_and_resume(off
     second = train(TrainConfig.from_dict({**options, "epochs": 2}), resume_from=offline_wandb / "first",
                    checkpoint_dir=offline_wandb / "second")  # fmt: skip
     assert second["resumed_epoch"] == 1 and second["epochs_completed"] == 2 and second["status"] == "finished"
+
+
+def test_logged_grad_norm_and_lr_are_the_values_of_the_iteration_they_are_logged_at(offline_wandb: Path) -> None:
+    """Every logged ``train/grad_norm`` is a finite positive number, and the first (log_interval 1: iteration 1)
+    is the global L2 norm of the gradients of one ``backward()`` on the same first batch with the same initial
+    weights, computed here by hand (same seed, same model, same shuffled batches; no dropout, so the forward pass
+    draws nothing). ``train/lr`` is the cosine schedule's value at each iteration (README: per iteration, Ignite's
+    ``CosineAnnealingScheduler`` from ``lr`` towards 0 over the run's iterations), not the configured lr."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from ignite_sweep.training.data import TensorBatches, load_dataset
+    from ignite_sweep.training.models import build_model
+
+    cfg = TrainConfig.from_dict({**FAST, "model": "mlp", "epochs": 1, "batch_size": 1024, "log_interval": 1,
+                                 "dropout": 0.0, "device": "cpu", "lr": 0.05, "lr_schedule": "cosine"})  # fmt: skip
+    result = train(cfg)
+    total = result["iterations"]
+    rows = [r for r in history(run_file(offline_runs(offline_wandb)[-1])) if "train/grad_norm" in r]
+    assert [r["_step"] for r in rows] == list(range(1, total + 1))  # every iteration logged
+    norms = [r["train/grad_norm"] for r in rows]
+    assert all(math.isfinite(n) and n > 0 for n in norms), norms
+
+    torch.manual_seed(cfg.seed)  # what train() does before it builds the model
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed, cfg.factory_kwargs("dataset"))
+    model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes, cfg.dropout,
+                        cfg.factory_kwargs("model"))  # fmt: skip
+    x, y = next(iter(TensorBatches(data.train_x, data.train_y, cfg.batch_size, shuffle=True, seed=cfg.seed)))
+    model.train()
+    loss = F.nll_loss(model(x), y)
+    loss.backward()
+    by_hand = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in model.parameters()))
+    assert rows[0]["train/loss"] == pytest.approx(loss.item(), rel=1e-5)  # the same batch and weights
+    assert rows[0]["train/grad_norm"] == pytest.approx(by_hand, rel=1e-4)
+
+    cycle = total + 1  # the schedule's cycle: the run's iterations (train.attach_lr_schedule)
+    expected = [cfg.lr * (1 + math.cos(math.pi * (k - 1) / cycle)) / 2 for k in range(1, total + 1)]
+    assert [r["train/lr"] for r in rows] == pytest.approx(expected, rel=1e-6)
