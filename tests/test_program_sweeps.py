@@ -477,3 +477,68 @@ def test_kill_9_of_the_agents_job_leaves_no_process_of_the_program_and_the_run_i
     assert result.returncode == 0, result.stderr
     first, again = store_runs(sweep_id)
     assert first["state"] == "crashed" and again["retry_of"] == first["id"] and again["state"] == "finished"
+
+
+OWN_RUN_WITH_A_CHILD_RUN = """\
+import os, subprocess, sys
+import wandb
+run = wandb.init()
+run.log({"score": 0.25}, step=1)
+# a child process that inherits the environment (the live hook included) and logs to a W&B run of its own: out
+# of the sweep's variables, with which wandb would ignore its id and take the sweep run's
+child = ("import os, sys, wandb\\n"
+         "for name in ('WANDB_SWEEP_ID', 'WANDB_RUN_ID', 'WANDB_SWEEP_PARAM_PATH'):\\n"
+         "    os.environ.pop(name)\\n"
+         "other = wandb.init(id=sys.argv[1], group='children')\\n"
+         "other.log({'score': 1000000.0, 'child_only': 1})\\n"
+         "other.finish()\\n")
+subprocess.run([sys.executable, "-c", child, "child" + run.id], check=True)
+run.log({"score": 0.5}, step=2)
+run.finish()
+"""
+
+
+def test_a_child_process_with_a_wandb_run_of_its_own_feeds_nothing_to_the_sweep(in_tmp: Path) -> None:
+    """A program's child inherits the live hook with the environment; it logs the sweep's metric, with a wild
+    value, to a W&B run of its own id. The sweep's run is the program's W&B run only: its history and summary hold
+    none of the child's values (though the hook recorded them, under the child's run id)."""
+    from ignite_sweep.execution.program import sweep_folder
+
+    (in_tmp / "own.py").write_text(OWN_RUN_WITH_A_CHILD_RUN)
+    body = {"program": "own.py", "method": "grid", "metric": {"name": "score", "goal": "maximize"},
+            "parameters": {"x": {"values": [1]}}}  # fmt: skip
+    sweep_id = create(program_sweep(in_tmp, body))
+    result = cli("agent", sweep_id)
+    assert result.returncode == 0, result.stderr
+    (run,) = store_runs(sweep_id)
+    assert run["state"] == "finished", (run["state"], run["error"])
+    assert [(h.get("_step"), h["score"]) for h in run["history"]] == [(1, 0.25), (2, 0.5)], run["history"]
+    assert run["summary"]["score"] == 0.5 and "child_only" not in run["summary"], run["summary"]
+    seen = sweep_folder(in_tmp, sweep_id.split("/", 1)[1]) / f"metrics-{run['id']}.jsonl"
+    lines = [json.loads(line) for line in seen.read_text().splitlines()]
+    assert {(e["run"], e["metrics"]["score"]) for e in lines} == {
+        (run["id"], 0.25), (run["id"], 0.5), ("child" + run["id"], 1000000.0)}  # the child did log, and was seen
+
+
+def test_the_live_metrics_reader_keeps_its_own_runs_rows_only(tmp_path: Path) -> None:
+    """``ProgramRun.new_rows`` over a metrics file where two W&B runs wrote (the program's, and another process's
+    that inherited the hook): only the program's own rows (and rows without a run id: a hook that could not tell)
+    come back, each once, in order; a line still being written waits for its end."""
+    from ignite_sweep.execution.program import ProgramRun
+
+    path = tmp_path / "metrics.jsonl"
+    reader = ProgramRun(None, {"WANDB_RUN_ID": "mine"}, path)
+
+    def line(run: str | None, step: int, value: float) -> bytes:
+        return (json.dumps({"run": run, "step": step, "pid": 1, "metrics": {"score": value}}) + "\n").encode()
+
+    path.write_bytes(line("mine", 1, 0.1) + line("other", 1, 99.0) + line(None, 2, 0.2) + line("other", 2, 98.0))
+    assert reader.new_rows() == [{"score": 0.1, "_step": 1}, {"score": 0.2, "_step": 2}]
+    half = line("mine", 3, 0.3)
+    with open(path, "ab") as f:
+        f.write(line("other", 3, 97.0) + half[:10])
+    assert reader.new_rows() == []
+    with open(path, "ab") as f:
+        f.write(half[10:] + line("other", 4, 96.0))
+    assert reader.new_rows() == [{"score": 0.3, "_step": 3}]
+    assert reader.new_rows() == []
