@@ -59,8 +59,10 @@ def test_two_slots_go_on_through_store_restarts_and_each_point_runs_once(own_pos
     out, err = pool.communicate(timeout=300)
     assert pool.returncode == 0, err
     shown = out + err  # the pool's lines, the slots' warnings
-    assert "Traceback" not in shown and "is away" in shown and "is back" in shown, shown
-    assert "training goes on" in shown, shown  # a run that met the store away at an evaluation trained on
+    assert "Traceback" not in shown, shown
+    # what met the store away: an agent or a run's end waited ("is away" ... "is back"), a run at an evaluation
+    # trained on; which of them, the timing decides
+    assert ("is away (" in shown and "is back" in shown) or "training goes on" in shown, shown
     runs = store_runs(sweep_id)
     assert {r["state"] for r in runs} <= {"finished", "interrupted"}, [(r["state"], r["error"]) for r in runs]
     assert Counter(r["config"]["lr"] for r in runs if r["state"] == "finished") == {0.01: 1, 0.02: 1, 0.03: 1,

@@ -400,7 +400,8 @@ class LocalStore:
                         _say(f"sweep store {self} is away ({_first_line(exc)}): waiting up to {limit:g} s for it "
                              "(IGNITE_SWEEP_STORE_WAIT_S)")  # fmt: skip
                 if now + delay > deadline:
-                    raise StoreAway(str(self), f"unreachable for {limit:g} s ({_first_line(exc)})") from None
+                    waited = f"unreachable for {limit:g} s" if limit > 0 else "away"
+                    raise StoreAway(str(self), f"{waited} ({_first_line(exc)})") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
