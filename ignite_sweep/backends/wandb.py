@@ -365,9 +365,9 @@ class WandbBackend(Backend):
 
     def runs_with_history(self, sweep_id: str) -> list[RunRecord]:
         sweep = self._api_sweep(sweep_id)
-        metric = (dict(sweep.config).get("metric") or {}).get("name", "val/accuracy")
+        metric = (dict(sweep.config).get("metric") or {}).get("name")
         records = {r.id: r for r in self.runs(sweep_id)}
-        for run in sweep.runs:
+        for run in sweep.runs if metric else ():  # a sweep without a metric has no curves to read
             if run.id in records:
                 records[run.id].history = [
                     row for row in run.scan_history(keys=[metric, "epoch"]) if row.get(metric) is not None
