@@ -127,3 +127,47 @@ def from_line(line: str, folders: Iterable[str | os.PathLike[str]]) -> MachineFa
     found = probe(folders)
     return found or named
 
+
+def _markers() -> Path:
+    import tempfile
+
+    return Path(os.environ.get("IGNITE_SWEEP_FAULTS_DIR") or
+                Path(tempfile.gettempdir()) / f"ignite-sweep-cut-short-{os.getuid()}")  # fmt: skip
+
+
+def mark_cut_short(run_id: str, line: str) -> None:
+    """A run cut short by a fault whose end its store could not take (full, away): a note on this machine, so that
+    the next agent here records it ``interrupted`` (no attempt spent) rather than finding it ``crashed``."""
+    try:
+        folder = _markers()
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (folder / run_id).write_text(line)
+    except OSError:  # the temp folder too: the run is found crashed instead, and retried
+        pass
+
+
+def cut_short_runs(max_age_s: float = 7 * 86400) -> dict[str, str]:
+    """{run id: its fault} noted on this machine (notes older than ``max_age_s`` are dropped)."""
+    import time
+
+    found = {}
+    try:
+        for note in _markers().iterdir():
+            try:
+                if time.time() - note.stat().st_mtime > max_age_s:
+                    note.unlink()
+                else:
+                    found[note.name] = note.read_text()
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return found
+
+
+def forget_cut_short(run_id: str) -> None:
+    try:
+        (_markers() / run_id).unlink()
+    except OSError:
+        pass
+

@@ -61,7 +61,7 @@ def finishes_each_point_once(sweep_id: str) -> None:
     result = cli("agent", sweep_id)
     assert result.returncode == 0, result.stderr
     runs = store_runs(sweep_id)
-    assert not [r for r in runs if r["state"] == "failed"], runs
+    assert not [r for r in runs if r["state"] in ("failed", "crashed")], runs  # cut short: interrupted
     assert Counter(r["config"]["lr"] for r in runs if r["state"] == "finished") == {0.01: 1, 0.02: 1}
 
 

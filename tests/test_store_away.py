@@ -89,5 +89,6 @@ def test_a_store_away_past_the_wait_stops_the_agent_in_one_line_and_nothing_is_l
     result = cli("agent", sweep_id)
     assert result.returncode == 0, result.stderr
     runs = store_runs(sweep_id)
-    assert not [r for r in runs if r["state"] == "failed"]
+    # the run cut short is interrupted (no retry spent), not failed, nor found crashed: noted on this machine
+    assert sorted(r["state"] for r in runs) == ["finished", "finished", "interrupted"], runs
     assert Counter(r["config"]["lr"] for r in runs if r["state"] == "finished") == {0.01: 1, 0.02: 1}

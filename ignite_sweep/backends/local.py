@@ -96,7 +96,7 @@ class LocalBackend(Backend):
     def runs(self, sweep_id: str) -> list[RunRecord]:
         self.sweep(sweep_id)
         with self.store.transaction() as db:  # a run whose process died is never shown as running
-            self.store.reap_stale(db, short_id(sweep_id), self.heartbeat_timeout_s)
+            self._reap(db, short_id(sweep_id))
         records = []
         for row in self.store.runs(short_id(sweep_id), with_history=True):
             end = row["ended_at"] or (time.time() if row["state"] == "running" else None)
@@ -181,7 +181,7 @@ class LocalBackend(Backend):
             if sweep["state"] != "running":
                 return None, PAUSED if sweep["state"] == "paused" else sweep["reason"] or f"sweep is {sweep['state']}"
             config = sweep["config"]
-            self.store.reap_stale(db, sid, self.heartbeat_timeout_s)
+            self._reap(db, sid)
             running = self.store.any_running(db, sid)
 
             def finish(reason: str) -> tuple[None, str]:
@@ -207,6 +207,14 @@ class LocalBackend(Backend):
                 run.update(config=chosen.params, grid_key=chosen.grid_key, search_info=chosen.search_info)
             self.store.insert_run(db, run)
             return run, ""
+
+    def _reap(self, db: Any, sid: str) -> None:
+        """Runs whose process is gone: ``interrupted`` when a machine fault cut them short and their store could not
+        say so then (noted on this machine: ``faults.mark_cut_short``), else ``crashed`` (``reap_stale``)."""
+        for run_id, fault in faults.cut_short_runs().items():
+            if self.store.end_run(run_id, "interrupted", error=fault):  # a run of this store, still 'running'
+                faults.forget_cut_short(run_id)
+        self.store.reap_stale(db, sid, self.heartbeat_timeout_s)
 
     def engine(self, sweep: dict[str, Any]) -> SearchEngine:
         """The sweep's search engine (``search.engine_for``), made once per agent: a sweep's config never changes."""

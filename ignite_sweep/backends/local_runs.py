@@ -166,8 +166,10 @@ class LocalRuns:
         """A machine fault ended the run: ``interrupted`` (no result, run again first, no attempt spent) if the
         store can still say so; either way the agent learns it through the shared note and stops."""
         self.backend._fault_note.write(fault.advice())
-        with contextlib.suppress(Exception):
+        try:
             store.end_run(run_id, "interrupted", error=str(fault), wait_s=0)
+        except Exception:  # noqa: BLE001 - the store is the fault: the next agent on this machine records it
+            faults.mark_cut_short(run_id, str(fault))
         with contextlib.suppress(Exception):
             _finish(starting, 1)
         return FAULT_EXIT
