@@ -39,9 +39,10 @@ class WandbEngine(SearchEngine):
         if self.method == "grid":
             point = self._next_grid_point(store, db, sweep)
             return [Suggestion(point[0], grid_key=point[1])] if point else []
-        # random: the engine reads no runs; bayes: suggested before the lock, or now if that read failed
-        rows = [] if self.method == "random" else store.runs(sweep["id"], with_history=True)
-        suggestion = prepared or next_params(self.config, rows)
+        # random: the engine reads no runs; bayes: suggested before the lock, or now (a read of every run, under
+        # the lock) only if that failed
+        suggestion = prepared or next_params(
+            self.config, [] if self.method == "random" else store.runs(sweep["id"], with_history=True))
         return [Suggestion(suggestion[0], search_info=suggestion[1])] if suggestion else []
 
     def _next_grid_point(self, store: Any, db: Any, sweep: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
