@@ -58,8 +58,9 @@ class StoreAway(MachineFault):
 def in_chain(exc: BaseException, folders: Iterable[str | os.PathLike[str]] = (),
              store: str | None = None) -> MachineFault | None:  # fmt: skip
     """The fault an exception carries, anywhere in its chain (``__cause__``, ``__context__``, SQLAlchemy's
-    ``orig``): an ``OSError`` of a fault's errno, one on a path under ``folders`` (the run's own: a folder that
-    vanished or became unwritable), or SQLite's words for a fault (then about ``store``)."""
+    ``orig``): an ``OSError`` of a fault's errno, a permission error on a path under ``folders`` (the run's own: a
+    folder that became unwritable; a missing file there may be the run's own doing, a half-written checkpoint, so it
+    is not taken for the machine's), or SQLite's words for a fault (then about ``store``)."""
     ours = [os.path.abspath(f) for f in folders]
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
@@ -70,8 +71,9 @@ def in_chain(exc: BaseException, folders: Iterable[str | os.PathLike[str]] = (),
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno in CAUSES:
             return MachineFault(current.filename, CAUSES[current.errno], current.errno)
-        if isinstance(current, OSError) and isinstance(current.filename, str) and any(
-                os.path.abspath(current.filename).startswith(f + os.sep) for f in ours):  # fmt: skip
+        if isinstance(current, OSError) and current.errno in (errno.EACCES, errno.EPERM) and isinstance(
+                current.filename, str) and any(os.path.abspath(current.filename).startswith(f + os.sep)
+                                               for f in ours):  # fmt: skip
             return MachineFault(current.filename, (current.strerror or str(current)).lower(), current.errno)
         text = str(current).lower()
         for words, code in SQLITE.items():

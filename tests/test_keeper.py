@@ -27,7 +27,8 @@ def python(code: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-def test_the_supervisor_reads_the_programs_exit_and_what_it_left_is_killed(tmp_path) -> None:
+def test_the_supervisor_reads_the_programs_exit_and_what_it_left_is_killed(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("IGNITE_SWEEP_KEEPER_GRACE_S", "0.5")  # what it leaves may end by itself first
     assert ended(Kept(lambda: python("import sys; sys.exit(3)"))) == 3
     assert ended(Kept(lambda: python("import os, signal; os.kill(os.getpid(), signal.SIGTERM)"))) == -15
     leaves = ("import os, subprocess, sys\n"  # a process in a session of its own that ignores SIGTERM, left behind

@@ -56,6 +56,7 @@ class LocalBackend(Backend):
         self.heartbeat_timeout_s = float(os.environ.get("IGNITE_SWEEP_HEARTBEAT_TIMEOUT_S", "60"))
         self._engines: dict[str, SearchEngine] = {}  # sweep id -> its search engine
         self._fault_note = SharedNote()  # what a forked run says of a machine fault that ended it
+        self._settled: list[str] = []  # cut-short runs recorded interrupted in the open transaction
 
     # -- contract
 
@@ -97,6 +98,7 @@ class LocalBackend(Backend):
         self.sweep(sweep_id)
         with self.store.transaction() as db:  # a run whose process died is never shown as running
             self._reap(db, short_id(sweep_id))
+        self._forget_settled()
         records = []
         for row in self.store.runs(short_id(sweep_id), with_history=True):
             end = row["ended_at"] or (time.time() if row["state"] == "running" else None)
@@ -159,7 +161,10 @@ class LocalBackend(Backend):
     def claim(self, sweep_id: str, slot: str | None = None, gpu: str | None = None
               ) -> tuple[dict[str, Any] | None, str]:  # fmt: skip
         """``_claim``, done again whole while a PostgreSQL store is away (a restart), for a bounded time."""
-        return self.store.retrying(lambda: self._claim(sweep_id, slot, gpu))
+        self._settled.clear()  # a claim done again after a rollback settles its runs again
+        claimed = self.store.retrying(lambda: (self._settled.clear(), self._claim(sweep_id, slot, gpu))[1])
+        self._forget_settled()
+        return claimed
 
     def _claim(self, sweep_id: str, slot: str | None = None, gpu: str | None = None
                ) -> tuple[dict[str, Any] | None, str]:  # fmt: skip
@@ -213,8 +218,12 @@ class LocalBackend(Backend):
         say so then (noted on this machine: ``faults.mark_cut_short``), else ``crashed`` (``reap_stale``)."""
         for run_id, fault in faults.cut_short_runs().items():
             if self.store.end_run(run_id, "interrupted", error=fault):  # a run of this store, still 'running'
-                faults.forget_cut_short(run_id)
+                self._settled.append(run_id)  # its note goes once the transaction commits (_forget_settled)
         self.store.reap_stale(db, sid, self.heartbeat_timeout_s)
+
+    def _forget_settled(self) -> None:
+        while self._settled:
+            faults.forget_cut_short(self._settled.pop())
 
     def engine(self, sweep: dict[str, Any]) -> SearchEngine:
         """The sweep's search engine (``search.engine_for``), made once per agent: a sweep's config never changes."""

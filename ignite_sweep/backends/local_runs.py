@@ -58,18 +58,25 @@ class LocalRuns:
         from ignite_sweep.training.config import TrainConfig
         from ignite_sweep.training.train import readable_checkpoint, train
 
-        store = LocalStore(self.backend.store.url, wait_on_open=True)  # never share a connection across fork
-        child = type(self.backend)(store)
         run_id = run["id"]
+        store = self.open_store(run_id)  # never share a connection across fork
+        if store is None:
+            return FAULT_EXIT
+        child = type(self.backend)(store)
         stop_beating = threading.Event()
 
-        def beat() -> None:
-            own = LocalStore(store.url, wait_on_open=True)  # sqlite connections belong to one thread
-            own.wait_s = 0  # a server away: the next beat tries again (the run trains on)
+        def beat() -> None:  # a beat that fails (the store away, busy, full) is tried again at the next one
+            own: LocalStore | None = None  # sqlite connections belong to one thread
             while not stop_beating.wait(self.backend.heartbeat_s):
-                with contextlib.suppress(faults.StoreAway):
+                try:
+                    if own is None:
+                        own = LocalStore(store.url)
+                        own.wait_s = 0
                     own.heartbeat(run_id)
-            own.close()
+                except Exception:  # noqa: BLE001 - the run trains on; its end is recorded with a wait
+                    pass
+            if own is not None:
+                own.close()
 
         threading.Thread(target=beat, daemon=True, name="ignite-sweep-heartbeat").start()
         starting: Future | None = None
@@ -157,6 +164,20 @@ class LocalRuns:
                 raise
             return self.cut_short(store, run_id, fault, starting)
 
+    def open_store(self, run_id: str) -> LocalStore | None:
+        """The run's own connection to the store (waiting for a PostgreSQL server that is away); None when the
+        machine failed it (the agent learns why through the shared note and stops; the run is noted cut short)."""
+        try:
+            return LocalStore(self.backend.store.url, wait_on_open=True)
+        except Exception as exc:  # noqa: BLE001 - classified below, else raised
+            fault = faults.classify(exc, [], str(self.backend.store)) or (
+                faults.MachineFault(str(self.backend.store), str(exc)) if isinstance(exc, IgniteSweepError) else None)
+            if fault is None:
+                raise
+            self.backend._fault_note.write(fault.advice())
+            faults.mark_cut_short(run_id, str(fault))
+            return None
+
     def run_folders(self, sweep: SweepRecord) -> list[Path]:
         """Where a run writes: its checkpoints, its W&B folder, the store's folder (SQLite)."""
         folders = [checkpoint_root() / short_id(sweep.id), Path(os.environ.get("WANDB_DIR") or ".") / "wandb"]
@@ -182,8 +203,6 @@ class LocalRuns:
         from ignite_sweep.execution.program import (
             ProgramRun,
             build_command,
-            final_metrics,
-            find_run_file,
             function_env,
             numbers,
             program_env,
@@ -191,9 +210,11 @@ class LocalRuns:
             sweep_folder,
         )
 
-        store = LocalStore(self.backend.store.url, wait_on_open=True)  # never share a connection across fork
-        child = type(self.backend)(store)
         run_id, sid = run["id"], short_id(sweep.id)
+        store = self.open_store(run_id)  # never share a connection across fork
+        if store is None:
+            return FAULT_EXIT
+        child = type(self.backend)(store)
         caught: list[str] = []
         for sig in Interrupts.SIGNALS:  # the agent interrupted: stop the program gracefully, then record it
             signal.signal(sig, lambda signum, _f: caught.append(signal.Signals(signum).name))
@@ -214,6 +235,9 @@ class LocalRuns:
             program = ProgramRun(argv, make_env(dict(os.environ), run_env, metrics_path), metrics_path,
                                  function=function).start()  # fmt: skip
         except (OSError, ValueError, KeyError) as exc:
+            fault = faults.classify(exc, self.run_folders(sweep)[1:], str(store)) if isinstance(exc, OSError) else None
+            if fault is not None:  # its parameter files could not be written: the machine's
+                return self.cut_short(store, run_id, fault, None)
             store.end_run(run_id, "failed", error=f"cannot start the program: {exc}")
             return 0
         last: dict[str, Any] = {}
@@ -249,12 +273,29 @@ class LocalRuns:
                     next_beat = now + self.backend.heartbeat_s
                     store.heartbeat(run_id)
                 time.sleep(0.1)
-        except faults.MachineFault as fault:  # the store away for longer than the wait: stop here, lose nothing
+        except BaseException as exc:  # the supervisor itself failed: nothing of the program may outlive it
             program.kill_now()
+            folders = self.run_folders(sweep)[1:]
+            fault = faults.classify(exc, folders, str(store)) if isinstance(exc, Exception) else None
+            if fault is None:
+                raise
+            return self.cut_short(store, run_id, fault, None)  # the store away or full: stop here, lose nothing
+        try:
+            return self._program_end(store, sweep, run_id, program, code, stopped_by, evaluations, last, started,
+                                     wandb_dir, agent_interrupted)  # fmt: skip
+        except Exception as exc:  # recording the end failed: the store's disk, say
+            fault = faults.classify(exc, self.run_folders(sweep)[1:], str(store))
+            if fault is None:
+                raise
             return self.cut_short(store, run_id, fault, None)
-        except BaseException:  # the supervisor itself failed: nothing of the program may outlive it
-            program.kill_now()
-            raise
+
+    def _program_end(self, store: LocalStore, sweep: SweepRecord, run_id: str, program: Any, code: int,
+                     stopped_by: str | None, evaluations: int, last: dict[str, Any], started: float, wandb_dir: str,
+                     agent_interrupted: Callable[[], bool]) -> int:  # fmt: skip
+        """The program has ended: its history from its .wandb file if the hook saw nothing, its summary, its end."""
+        from ignite_sweep.execution.program import final_metrics, find_run_file, numbers
+
+        metric = sweep.metric
         run_file = find_run_file(wandb_dir, run_id)
         rows, final = final_metrics(run_file)
         if evaluations == 0 and rows:  # the hook saw nothing (not Python, say): the history from the .wandb file

@@ -9,8 +9,9 @@ program's parent and:
   (a terminal's job) or of its supervisor leaves the keeper to clean up;
 - is a child subreaper (``PR_SET_CHILD_SUBREAPER``): a descendant whose parent dies becomes its child, so it sees
   the whole tree, processes that left the program's group or session included;
-- kills every descendant (SIGKILL, then reaps them) when the program's main process has ended, when its
-  supervisor dies (``PR_SET_PDEATHSIG`` = SIGUSR1) and when the supervisor asks (SIGUSR1);
+- kills every descendant (SIGKILL, then reaps them) when the program's main process has ended (after a grace of
+  ``IGNITE_SWEEP_KEEPER_GRACE_S``, 10 s, for what ends by itself: the program's wandb service finishing the run's
+  file), at once when its supervisor dies (``PR_SET_PDEATHSIG`` = SIGUSR1) or asks (SIGUSR1);
 - then ends as the program's main process ended (its exit code, or its signal), so the supervisor reads the
   program's own exit.
 
@@ -33,6 +34,7 @@ from typing import Any
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 TEARDOWN = signal.SIGUSR1
+GRACE_S = 10.0
 
 
 def available() -> bool:
@@ -65,6 +67,24 @@ def _reap() -> None:
     with contextlib.suppress(ChildProcessError):
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
             pass
+
+
+def grace_s() -> float:
+    """How long what a program leaves may finish on its own after it ended (``IGNITE_SWEEP_KEEPER_GRACE_S``, 10 s):
+    its wandb service (a session of its own) writes the end of the run's ``.wandb`` file then."""
+    try:
+        return float(os.environ.get("IGNITE_SWEEP_KEEPER_GRACE_S", GRACE_S))
+    except ValueError:
+        return GRACE_S
+
+
+def let_finish(timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` for this process's descendants to end by themselves, reaping them."""
+    deadline = time.monotonic() + timeout_s
+    while descendants(os.getpid()) and time.monotonic() < deadline:
+        _reap()
+        time.sleep(0.05)
+    _reap()
 
 
 def end_tree(timeout_s: float = 5.0) -> None:
@@ -144,6 +164,7 @@ class Kept:
                     done, status = os.waitpid(-1, 0)
                     if done == pid:
                         break
+                let_finish(grace_s())  # its wandb service finishing the run's file, workers shutting down
                 end_tree()
                 _end_as(status)
             except BaseException:  # noqa: BLE001 - the keeper must never return into the supervisor's code
@@ -183,8 +204,10 @@ class Kept:
         return self._wait(os.WNOHANG)
 
     def send_signal(self, sig: int) -> None:
-        if self.returncode is None:
-            os.kill(self.pid, sig)
+        """What a stop sends when the program's process group is gone: never to its pid (the keeper may have reaped
+        it, and the pid may be another process's by now); a SIGKILL ends the whole tree through the keeper."""
+        if sig == signal.SIGKILL:
+            self.teardown()
 
     def teardown(self) -> None:
         """Kill the whole tree now (the supervisor is going down)."""

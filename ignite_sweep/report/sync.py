@@ -110,7 +110,12 @@ def _wandb_sweep(backend: LocalBackend, sid: str, config: dict[str, Any], entity
                 return known, str(_get_sweep_state(api, known, entity=entity, project=project)).upper(), ""
             except (TypeError, KeyError):  # the answer's sweep is null: deleted on W&B
                 pass
+            except Exception as exc:  # noqa: BLE001 - the network, say: not a refusal; upload nothing now
+                raise BackendError(f"W&B: cannot read sweep {entity}/{project}/{known}: {_first_line(exc)}; "
+                                   "nothing uploaded, run sync again") from None  # fmt: skip
         name, _warnings = _upsert(config, project, entity)  # the config was checked by the same schema at create
+    except BackendError:
+        raise
     except Exception as exc:  # noqa: BLE001 - CommError and friends: refused, or unreachable
         return None, "", _first_line(exc)
     if not name:

@@ -26,10 +26,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ignite_sweep.errors import BackendError
+from ignite_sweep.errors import BackendError, IgniteSweepError
 from ignite_sweep.states import RESULT_STATES, RUN_STATES
 
 T = TypeVar("T")
+AWAY = ("connection", "server closed", "terminating", "starting up", "shutting down", "timeout", "timed out",
+        "could not receive", "could not send", "network", "ssl syscall", "eof detected")  # the server, not the SQL
 NOT_AWAY = ("authentication", "does not exist", "pg_hba.conf", "permission denied", "invalid")  # a wrong URL
 STORE_WAIT_S = 60.0  # how long agents and runs wait for a PostgreSQL store that is away (IGNITE_SWEEP_STORE_WAIT_S)
 
@@ -220,6 +222,9 @@ class LocalStore:
 
         try:
             self.retrying(open_and_migrate) if self._wait_on_open else open_and_migrate()
+        except IgniteSweepError:  # away past the wait
+            engine.dispose()
+            raise
         except sqlalchemy.exc.SQLAlchemyError as exc:
             engine.dispose()
             if self.dialect == "sqlite":
@@ -373,8 +378,8 @@ class LocalStore:
         if getattr(exc, "connection_invalidated", False):
             return True
         text = str(exc).lower()
-        return isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) and not any(
-            words in text for words in NOT_AWAY)  # fmt: skip
+        return (isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
+                and any(words in text for words in AWAY) and not any(words in text for words in NOT_AWAY))  # fmt: skip
 
     def retrying(self, work: Callable[[], T], wait_s: float | None = None) -> T:
         """``work`` (a whole transaction, or a read), done again while the server is away, with backoff, for at
