@@ -339,7 +339,9 @@ def run(args: list[str] | None = None) -> int:
     try:
         code = app(args=args, prog_name="ignite-sweep", standalone_mode=False)
     except IgniteSweepError as exc:
-        _err(f"error: {exc}")
+        from ignite_sweep.faults import MachineFault
+
+        _err(f"error: {exc.advice() if isinstance(exc, MachineFault) else exc}")  # a fault says what to do
         return 1
     except (*abort, KeyboardInterrupt):
         _err("aborted")

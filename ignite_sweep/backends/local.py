@@ -161,8 +161,11 @@ class LocalBackend(Backend):
     def claim(self, sweep_id: str, slot: str | None = None, gpu: str | None = None
               ) -> tuple[dict[str, Any] | None, str]:  # fmt: skip
         """``_claim``, done again whole while a PostgreSQL store is away (a restart), for a bounded time."""
-        self._settled.clear()  # a claim done again after a rollback settles its runs again
-        claimed = self.store.retrying(lambda: (self._settled.clear(), self._claim(sweep_id, slot, gpu))[1])
+        def attempt() -> tuple[dict[str, Any] | None, str]:
+            self._settled.clear()  # a claim done again after a rollback settles its runs again
+            return self._claim(sweep_id, slot, gpu)
+
+        claimed = self.store.retrying(attempt)
         self._forget_settled()
         return claimed
 
@@ -364,16 +367,14 @@ class LocalBackend(Backend):
         to do, and that nothing was lost (the store's transaction rolled back whole)."""
         try:
             yield
-        except faults.MachineFault as fault:  # a store away for longer than the wait, say
-            raise BackendError(fault.advice()) from None
-        except IgniteSweepError:
+        except IgniteSweepError:  # a MachineFault too (a store away past the wait): the CLI adds what to do
             raise
         except Exception as exc:
             folders = [Path(self.store.path).parent] if self.store.dialect == "sqlite" else []
             fault = faults.classify(exc, folders, str(self.store))
             if fault is None:
                 raise
-            raise BackendError(fault.advice()) from None
+            raise fault from None
 
     def _project(self, sweep: SweepRecord) -> str:
         row = self.store.sweep(short_id(sweep.id)) or {}

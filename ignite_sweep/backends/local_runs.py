@@ -170,8 +170,7 @@ class LocalRuns:
         try:
             return LocalStore(self.backend.store.url, wait_on_open=True)
         except Exception as exc:  # noqa: BLE001 - classified below, else raised
-            fault = faults.classify(exc, [], str(self.backend.store)) or (
-                faults.MachineFault(str(self.backend.store), str(exc)) if isinstance(exc, IgniteSweepError) else None)
+            fault = faults.classify(exc, [], str(self.backend.store))  # away past the wait, a full or read-only disk
             if fault is None:
                 raise
             self.backend._fault_note.write(fault.advice())

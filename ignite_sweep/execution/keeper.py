@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
+from ignite_sweep.execution.process import PR_SET_CHILD_SUBREAPER, libc_prctl, parent_death_signal
+
 TEARDOWN = signal.SIGUSR1
 GRACE_S = 10.0
 
@@ -130,9 +130,8 @@ class Kept:
         """``launch`` runs in the keeper, starts the program and returns its handle (a ``Popen``: kept, so that
         its finalizer never reaps the program before the keeper does); an ``OSError`` it raises (no such program,
         say) is raised here."""
-        import ctypes
-
-        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+        prctl, arm = libc_prctl(), parent_death_signal(TEARDOWN)
+        assert prctl is not None, "the keeper is Linux's (keeper.available())"
         parent = os.getpid()
         read_end, write_end = os.pipe()
         sys.stdout.flush()
@@ -147,7 +146,7 @@ class Kept:
                     signal.signal(sig, lambda *_: None)
                 signal.signal(TEARDOWN, _teardown)
                 prctl(PR_SET_CHILD_SUBREAPER, 1)
-                prctl(PR_SET_PDEATHSIG, TEARDOWN)
+                arm()
                 if os.getppid() != parent:  # the supervisor died before the keeper was armed
                     os._exit(1)
                 try:

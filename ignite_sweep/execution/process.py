@@ -91,22 +91,31 @@ def emit(event: dict) -> None:
         sys.stdout.flush()
 
 
-def parent_death_signal() -> Callable[[], bool]:
-    """A call that makes the calling process die (SIGKILL) when its parent dies (Linux; elsewhere it does
-    nothing and says False). libc is looked up now, so the call is safe between fork and exec."""
-    prctl = None
-    if sys.platform.startswith("linux"):
-        import ctypes
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
-        try:
-            prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-        except OSError:
-            prctl = None
+
+def libc_prctl() -> Callable[..., int] | None:
+    """Linux's ``prctl`` (None elsewhere), looked up now so that calling it is safe between fork and exec."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except OSError:
+        return None
+
+
+def parent_death_signal(sig: int = signal.SIGKILL) -> Callable[[], bool]:
+    """A call that makes the calling process receive ``sig`` (SIGKILL: die) when its parent dies (Linux; elsewhere
+    it does nothing and says False)."""
+    prctl = libc_prctl()
 
     def arm() -> bool:
         if prctl is None:
             return False
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        prctl(PR_SET_PDEATHSIG, sig)
         return True
 
     return arm

@@ -294,25 +294,21 @@ class ProgramRun:
         self.metrics_path.write_bytes(b"")
         read_fd, write_fd = _stderr_pair()
 
-        def launch() -> Any:
+        def launch() -> Any:  # in the program's parent: the keeper, else this process
             if self.function is not None:
-                return _ForkedFunction(self.function, self.env, write_fd, read_fd)
-            proc = subprocess.Popen(self.argv or [], env=self.env, stdin=subprocess.PIPE, stderr=write_fd,
-                                    stdout=2 if _events_on_stdout() else None,
-                                    preexec_fn=_new_group_dying_with_parent())  # fmt: skip
-            assert proc.stdin is not None
-            proc.stdin.close()  # as W&B's agent: a read gets EOF, not a stop of a background process group
-            with contextlib.suppress(OSError):  # also from here: a stop sent at once must reach the whole group
+                proc: Any = _ForkedFunction(self.function, self.env, write_fd, read_fd)
+            else:
+                proc = subprocess.Popen(self.argv or [], env=self.env, stdin=subprocess.PIPE, stderr=write_fd,
+                                        stdout=2 if _events_on_stdout() else None,
+                                        preexec_fn=_new_group_dying_with_parent())  # fmt: skip
+                assert proc.stdin is not None
+                proc.stdin.close()  # as W&B's agent: a read gets EOF, not a stop of a background process group
+            with contextlib.suppress(OSError):  # also from the parent: a stop sent at once must reach the whole group
                 os.setpgid(proc.pid, proc.pid)
             return proc
 
-        try:
-            if keeper.available():  # the program's whole tree ends with it, whatever dies (see keeper.py)
-                self.proc = keeper.Kept(launch)
-            else:
-                self.proc = launch()
-            with contextlib.suppress(OSError):
-                os.setpgid(self.proc.pid, self.proc.pid)
+        try:  # on Linux, the program's whole tree ends with it, whatever dies (keeper.py)
+            self.proc = keeper.Kept(launch) if keeper.available() else launch()
         except BaseException:
             os.close(read_fd)
             raise

@@ -231,7 +231,7 @@ class LocalStore:
                 from ignite_sweep import faults
 
                 fault = faults.classify(exc, [Path(self.path).parent], str(self))  # a full or read-only disk
-                raise BackendError(fault.advice() if fault else f"sweep store {self}: {_first_line(exc)}") from None
+                raise fault or BackendError(f"sweep store {self}: {_first_line(exc)}") from None
             raise BackendError(f"sweep store '{_safe(self.url)}': {_first_line(exc)} (is the server up, and are the "
                                "URL's user, password and database right?)") from None  # fmt: skip
         return engine
