@@ -385,11 +385,32 @@ def test_a_program_killed_by_a_signal_not_ours_is_crashed_and_retried(in_tmp: Pa
     ],
 )
 def test_program_outcomes(code: int, stopped_by: str | None, interrupted: bool, expected: str) -> None:
-    from ignite_sweep.backends.local import program_outcome
+    from ignite_sweep.states import Ending, end_state
 
-    state, error = program_outcome(code, stopped_by, interrupted, False, lambda: "ValueError: bad")
+    state, error = end_state(Ending(code=code, stopped_by=stopped_by, agent_interrupted=interrupted,
+                                    last_error=lambda: "ValueError: bad"))  # fmt: skip
     assert state == expected
     assert (error == "ValueError: bad") == (expected == "failed")
+
+
+@pytest.mark.parametrize(
+    ("ending", "expected"),
+    [  # the built-in trainer's summary, a run that raised, a process that died: decided where programs' ends are
+        ({"status": "early-stopped"}, ("finished", None)),
+        ({"status": "stopped", "stopped_by": "sweep"}, ("stopped", None)),
+        ({"status": "diverged"}, ("failed", "diverged: the loss became NaN or infinite")),
+        ({"status": "interrupted", "stopped_by": "SIGINT", "epochs": 2},
+         ("interrupted", "interrupted (SIGINT) after 2 epochs")),
+        ({"raised": "ValueError: bad", "status": "finished"}, ("failed", "ValueError: bad")),
+        ({"twice": True}, ("interrupted", "interrupted twice: ended without its final evaluation")),
+        ({"died": "killed by SIGKILL"}, ("crashed", "killed by SIGKILL")),
+        ({"died": "killed by SIGKILL", "agent_interrupted": True}, ("interrupted", "killed by SIGKILL")),
+    ],
+)
+def test_every_kind_of_run_ends_through_one_decision(ending: dict, expected: tuple) -> None:
+    from ignite_sweep.states import Ending, end_state
+
+    assert end_state(Ending(**ending)) == expected
 
 
 def test_the_live_hook_never_breaks_the_program(tmp_path: Path) -> None:

@@ -22,18 +22,18 @@ from typing import Any
 
 from ignite_sweep import faults
 from ignite_sweep.backends.base import AgentResult, Backend, RunRecord, SweepRecord
-from ignite_sweep.backends.local_runs import (  # noqa: F401 - checkpoint_root, program_outcome: this module's API too
+from ignite_sweep.backends.local_runs import (  # noqa: F401 - checkpoint_root: this module's API too
     FAULT_EXIT,
     LocalRuns,
     checkpoint_root,
     eval_metric,
-    program_outcome,
     short_id,
 )
 from ignite_sweep.errors import BackendError, IgniteSweepError
 from ignite_sweep.execution.process import Interrupts, SharedNote, emit, run_in_child, warm_up
 from ignite_sweep.format import fmt
 from ignite_sweep.search import SearchEngine, engine_for
+from ignite_sweep.states import Ending, end_state
 from ignite_sweep.store.sql import LocalStore
 from ignite_sweep.sweepfile import is_program_sweep
 
@@ -332,8 +332,8 @@ class LocalBackend(Backend):
                             self.store.end_run(run["id"], "interrupted", error=fault.split(" (", 1)[0])
                     raise BackendError(fault or f"run {run['id']} was cut short by a machine fault")
                 if not outcome.ok:  # the child could not record its end itself
-                    state = "interrupted" if interrupts.requested else "crashed"
-                    self.store.end_run(run["id"], state, error=outcome.describe())
+                    state, error = end_state(Ending(died=outcome.describe(), agent_interrupted=interrupts.requested))
+                    self.store.end_run(run["id"], state, error=error)
                 row = self.store.run(run["id"]) or {}
                 state = row.get("state", "crashed")
                 states[state] = states.get(state, 0) + 1

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ignite_sweep.states import interruption  # noqa: F401 - where runs and the W&B backend have found it
+
 RUN_IMPORTS = (
     "torch",
     "ignite.engine",
@@ -140,13 +142,6 @@ def set_threads() -> None:
 
         if torch.get_num_threads() != int(threads):
             torch.set_num_threads(int(threads))
-
-
-def interruption(stopped_by: str | None, agent_interrupted: bool = False) -> bool:
-    """Whether a run stopped by ``stopped_by`` (a signal's name, ``sweep``, or None) is unfinished work
-    (``interrupted``, run again) rather than a result (``stopped``): Ctrl-C or a closed terminal (SIGINT, SIGHUP)
-    always, any signal when its agent was interrupted; never a stop by the sweep (hyperband, target, cancel)."""
-    return stopped_by not in (None, "sweep") and (agent_interrupted or stopped_by in ("SIGINT", "SIGHUP"))
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "IGNITE_SWEEP_THREADS", "MKL_NUM_THREADS")
