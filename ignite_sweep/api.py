@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ignite_sweep.backends.base import AgentResult
+from ignite_sweep.errors import ConfigError
 
 
 @dataclass
@@ -38,6 +39,10 @@ def create(config: dict[str, Any] | str | os.PathLike[str], backend: str = "auto
     from ignite_sweep.sweepfile import load_sweep, validate_sweep
 
     chosen, why = choose_backend(backend)
+    if chosen != "local" and _method(config) == "custom":
+        where = config if isinstance(config, (str, os.PathLike)) else "sweep config"
+        raise ConfigError(f"{where}: key 'method': custom (Optuna) runs on the local backend only, not on W&B's; "
+                          "use --backend local (its runs can be uploaded to W&B with `ignite-sweep sync`)")  # fmt: skip
     target = REGISTRY[chosen]()
     target.preflight()
     if isinstance(config, (str, os.PathLike)):
@@ -45,6 +50,19 @@ def create(config: dict[str, Any] | str | os.PathLike[str], backend: str = "auto
     else:
         checked = validate_sweep(config, "sweep config", warn=warn, for_function=for_function)
     return Created(target.create(checked, project=project, entity=entity, warn=warn), checked, chosen, why)
+
+
+def _method(config: dict[str, Any] | str | os.PathLike[str]) -> Any:
+    """A sweep's ``method``, read before the backend is contacted (a file that cannot be read: its load says so)."""
+    if not isinstance(config, (str, os.PathLike)):
+        return config.get("method") if isinstance(config, dict) else None
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return loaded.get("method") if isinstance(loaded, dict) else None
 
 
 def sweep(config: dict[str, Any] | str | os.PathLike[str], backend: str = "auto", project: str | None = None,

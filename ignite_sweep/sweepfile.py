@@ -5,6 +5,10 @@ values are TrainConfig's; a program sweep (its own ``program`` or ``command``) n
 is refused at ``create`` (one line: the file, the key path, what is allowed) when the schema says no, when a
 value a parameter can take is not a valid hyperparameter, or when the engine itself cannot run it (a dry
 ``next_run`` plus a handful of seeded suggestions, each built into a TrainConfig).
+
+``method: custom`` (``scheduler: {engine: optuna}``) is checked by the Optuna engine (``search.optuna_engine``): the
+distributions it can sample, the ``source`` file (relative to the sweep file; its text is kept in the stored
+config) and a dry run of its ``optimizer`` and ``search_space``, whose suggestions are checked as above.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from ignite_sweep.errors import ConfigError, IgniteSweepError
 from ignite_sweep.training.config import LOGGED_METRICS, TrainConfig, unknown_key_message
 
 SWEEP_COMMAND = ["${env}", "${interpreter}", "-m", "ignite_sweep.train", "${args}"]
-METHODS = ("grid", "random", "bayes")
+METHODS = ("grid", "random", "bayes", "custom")
+SCHEDULER_KEPT = ("source_code", "source_file")
+"""What ``create`` adds to a custom sweep's ``scheduler`` (not W&B's keys): the source file's text and path."""
 _RANGE_DISTRIBUTIONS = ("uniform", "int_uniform", "q_uniform", "log_uniform_values", "q_log_uniform_values")
 DRY_RUN_SUGGESTIONS = 20
 """How many seeded suggestions `create` draws from the engine and builds into a TrainConfig."""
@@ -53,15 +59,16 @@ def load_sweep(path: str | os.PathLike[str], warn: Callable[[str], None] | None 
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
-    return validate_sweep(config, str(path), warn=warn, for_function=for_function)
+    return validate_sweep(config, str(path), warn=warn, for_function=for_function, folder=Path(path).parent)
 
 
 def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[str], None] | None = None,
-                   for_function: bool = False) -> dict[str, Any]:  # fmt: skip
+                   for_function: bool = False, folder: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Check a sweep config against W&B's schema and TrainConfig, then dry-run the engine on it; returns it
     with a ``command`` added. ``warn`` gets what W&B accepts with a warning (deprecated distributions).
     ``for_function`` (the Python API's ``sweep``): parameters that are not TrainConfig's make a sweep for a
-    user function, checked as W&B checks them and registered without a command.
+    user function, checked as W&B checks them and registered without a command. ``folder``: where a custom
+    sweep's ``scheduler.source`` is (the sweep file's folder; default the current one).
 
     Errors are one line: the file, the key, what is allowed.
     """
@@ -70,18 +77,26 @@ def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[st
     method = config.get("method")
     if method not in METHODS:
         raise ConfigError(f"{source}: key 'method': got {method!r}, allowed: {' | '.join(METHODS)}")
+    custom: list[dict[str, Any]] | None = None  # a custom sweep's dry-run configs
+    if method == "custom":
+        config, custom = _validate_custom(config, source, warn, folder or Path.cwd())
+    elif config.get("scheduler") is not None:
+        _check_wandb_scheduler(config, source)
     parameters = config.get("parameters")
-    if not isinstance(parameters, dict) or not parameters:
+    if custom is not None and (parameters is None or parameters == {}):  # the search space is its function's
+        parameters = {}
+    elif not isinstance(parameters, dict) or not parameters:
         raise ConfigError(f"{source}: key 'parameters': needs at least one hyperparameter")
     if is_program_sweep(config):
-        return _validate_program_sweep(config, source, warn)
+        return _validate_program_sweep(config, source, warn, custom=custom)
     if for_function and "command" not in config:  # the built-in trainer's sweep if it is one, else the function's
-        metric_name = (config.get("metric") or {}).get("name", "val/accuracy")
+        metric_names = [m["name"] for m in _metrics(config)] or ["val/accuracy"]
+        names = list(parameters) + [n for c in custom or [] for n in c]
         user_factory = any(":" in str(v) for k in ("model", "dataset") for v in _spec_values(parameters.get(k)))
-        builtin = all(str(n) in _FIELDS for n in parameters) or user_factory
-        if builtin and metric_name in LOGGED_METRICS:
-            return validate_sweep(config, source, warn)  # its errors are the user's to see, not a reason to switch
-        return _validate_program_sweep(config, source, warn, program=False)
+        builtin = all(str(n) in _FIELDS for n in names) or user_factory
+        if builtin and all(name in LOGGED_METRICS for name in metric_names):
+            return validate_sweep(config, source, warn, folder=folder)  # its errors are the user's to see
+        return _validate_program_sweep(config, source, warn, program=False, custom=custom)
     own = [str(n) for n in parameters if n not in _FIELDS]  # a user factory's, else unknown
     taken, takes_any = _user_factory_parameters(parameters, source) if own else (set(), False)
     for name, spec in parameters.items():
@@ -93,17 +108,16 @@ def validate_sweep(config: Any, source: str = "sweep config", warn: Callable[[st
                 f"{source}: key 'parameters.{name}': expected a mapping such as {{value: ...}} or {{values: [...]}}"
             )
     _check_schema(config, source, warn)
-    metric = config.get("metric")
-    if metric is not None:
+    for key, metric in _metrics(config, keyed=True):
         name = metric.get("name")
         if name not in LOGGED_METRICS:
             close = difflib.get_close_matches(str(name), list(LOGGED_METRICS), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{source}: key 'metric.name': got {name!r}, allowed: {' | '.join(LOGGED_METRICS)}{hint}")
+            raise ConfigError(f"{source}: key '{key}.name': got {name!r}, allowed: {' | '.join(LOGGED_METRICS)}{hint}")
     _check_needs_metric(config, source)
     try:
         _check_values(config)
-        _dry_run(config)
+        _dry_run(config) if custom is None else _check_custom(custom)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     result = dict(config)
@@ -144,7 +158,8 @@ def is_program_sweep(config: dict[str, Any]) -> bool:
 
 
 def _validate_program_sweep(config: dict[str, Any], source: str, warn: Callable[[str], None] | None,
-                            program: bool = True) -> dict[str, Any]:  # fmt: skip
+                            program: bool = True, custom: list[dict[str, Any]] | None = None
+                            ) -> dict[str, Any]:  # fmt: skip
     """W&B's schema and the engine's dry run; names and values are the program's, so nothing more to check."""
     _check_schema(config, source, warn)
     command = config.get("command")
@@ -158,6 +173,8 @@ def _validate_program_sweep(config: dict[str, Any], source: str, warn: Callable[
         (warn or _warn)(f"{source}: program {config['program']!r} is not in {os.getcwd()}: agents run it from the "
                         "folder they start in, as wandb agent does")  # fmt: skip
     _check_needs_metric(config, source)
+    if custom is not None:  # the Optuna engine's dry run is done
+        return dict(config)
     try:
         _dry_run(config, check=False)
     except ConfigError as exc:
@@ -165,9 +182,68 @@ def _validate_program_sweep(config: dict[str, Any], source: str, warn: Callable[
     return dict(config)
 
 
+def _metrics(config: dict[str, Any], keyed: bool = False) -> list[Any]:
+    """The sweep's objectives: ``metric``, or each of a custom sweep's ``metrics:`` (with ``keyed``: (key, metric))."""
+    if isinstance(config.get("metrics"), list):
+        found = [(f"metrics.{i}", m) for i, m in enumerate(config["metrics"]) if isinstance(m, dict)]
+    else:
+        found = [("metric", config["metric"])] if isinstance(config.get("metric"), dict) else []
+    return found if keyed else [m for _, m in found]
+
+
+def _validate_custom(config: dict[str, Any], source: str, warn: Callable[[str], None] | None,
+                     folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+    """``method: custom``: W&B's schema, then the engine ``scheduler.engine`` names (Optuna: its own checks and a
+    dry run, ``search.optuna_engine.check_sweep``). Returns (the config to store, the dry run's configs)."""
+    _check_schema(config, source, warn)
+    scheduler = config.get("scheduler")
+    if not isinstance(scheduler, dict):
+        raise ConfigError(f"{source}: key 'scheduler': method custom needs scheduler: {{engine: optuna}} "
+                          "(and optionally source, optimizer, search_space)")  # fmt: skip
+    engine = scheduler.get("engine")
+    if engine != "optuna":
+        raise ConfigError(f"{source}: key 'scheduler.engine': {engine} is not supported here; supported: optuna "
+                          "(method: custom), wandb (method: grid | random | bayes)")  # fmt: skip
+    if not _metrics(config):
+        raise ConfigError(f"{source}: key 'metric': method custom needs a metric (or metrics:) for Optuna to "
+                          "optimise")  # fmt: skip
+    from ignite_sweep.search.optuna_engine import check_sweep
+
+    try:
+        return check_sweep(config, folder, warn)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _check_wandb_scheduler(config: dict[str, Any], source: str) -> None:
+    """``scheduler`` with W&B's methods: ``engine: wandb`` is W&B's own engine (today's); nothing else to give."""
+    scheduler = config["scheduler"]
+    if not isinstance(scheduler, dict):
+        return  # the schema's to explain
+    engine = scheduler.get("engine")
+    if engine in ("optuna", "ax"):
+        raise ConfigError(f"{source}: key 'scheduler.engine': {engine} needs method: custom (got method "
+                          f"{config['method']}); supported: optuna (method: custom), wandb (method: grid | random | "
+                          "bayes)")  # fmt: skip
+    extra = [k for k in ("source", "optimizer", "search_space") if k in scheduler]
+    if engine == "wandb" and extra:
+        raise ConfigError(f"{source}: key 'scheduler.{extra[0]}': engine wandb takes no {extra[0]}; it is for "
+                          "engine: optuna with method: custom")  # fmt: skip
+
+
+def _check_custom(configs: list[dict[str, Any]]) -> None:
+    """The Optuna engine's dry-run suggestions, each built into a TrainConfig."""
+    for i, values in enumerate(configs):
+        _check(values, f" (Optuna's suggestion {i + 1} of {len(configs)})")
+
+
 def _check_schema(config: dict[str, Any], source: str, warn: Callable[[str], None] | None) -> None:
     """W&B's schema: a violation is one line; what W&B accepts with a warning goes to ``warn``."""
     from ignite_sweep.sweep_schema import schema_problems
+
+    scheduler = config.get("scheduler")
+    if isinstance(scheduler, dict) and any(k in scheduler for k in SCHEDULER_KEPT):  # ours, added at create
+        config = {**config, "scheduler": {k: v for k, v in scheduler.items() if k not in SCHEDULER_KEPT}}
 
     problems, deprecated = schema_problems(config)
     if problems:
@@ -220,7 +296,7 @@ def _check_values(config: dict[str, Any]) -> None:
     distribution's far tails; integer, boolean and string hyperparameters get only what they can hold."""
     from ignite_sweep.engine import plain
 
-    parameters = config["parameters"]
+    parameters = config.get("parameters") or {}
     fixed = {k: v["value"] for k, v in parameters.items() if "value" in v}
     _check(fixed)
     grid = config["method"] == "grid"

@@ -101,6 +101,7 @@ def _wandb_sweep(backend: LocalBackend, sid: str, config: dict[str, Any], entity
     from wandb.apis.public.sweeps import _get_sweep_state
 
     from ignite_sweep.backends.wandb import _first_line, _upsert
+    from ignite_sweep.sweepfile import SCHEDULER_KEPT
 
     known = backend.store.wandb_sweep(sid, entity, project)
     try:
@@ -113,6 +114,9 @@ def _wandb_sweep(backend: LocalBackend, sid: str, config: dict[str, Any], entity
             except Exception as exc:  # noqa: BLE001 - the network, say: not a refusal; upload nothing now
                 raise BackendError(f"W&B: cannot read sweep {entity}/{project}/{known}: {_first_line(exc)}; "
                                    "nothing uploaded, run sync again") from None  # fmt: skip
+        scheduler = config.get("scheduler")
+        if isinstance(scheduler, dict):  # a custom sweep's source text stays here: W&B's schema knows no such keys
+            config = {**config, "scheduler": {k: v for k, v in scheduler.items() if k not in SCHEDULER_KEPT}}
         name, _warnings = _upsert(config, project, entity)  # the config was checked by the same schema at create
     except BackendError:
         raise

@@ -20,19 +20,25 @@ STATE_STYLE = {
 NO_METRIC = "no metric: this sweep's YAML has no `metric:`, so no run is scored and there is no best run"
 
 
-def swept_names(sweep: SweepRecord, runs: list[RunRecord]) -> list[str]:
+def swept_names(sweep: SweepRecord, runs: list[RunRecord]) -> list[str] | None:
     """Top-level parameters that vary in the sweep (fixed ones add nothing to a view), as a run's config names
-    them: the pool's live view filters a run's params by these. Tables use ``param_columns``."""
-    params = sweep.config.get("parameters", {})
+    them: the pool's live view filters a run's params by these (None: show them all, a custom sweep's
+    ``search_space`` function names its own). Tables use ``param_columns``."""
+    params = sweep.config.get("parameters", {}) or {}
     names = [n for n, spec in params.items() if not (isinstance(spec, dict) and "value" in spec)]
+    if not names and (sweep.config.get("scheduler") or {}).get("search_space"):
+        return None
     return names or sorted({k for r in runs for k in r.config})
 
 
 def param_columns(sweep: SweepRecord, runs: list[RunRecord]) -> list[str]:
     """The swept parameters as table columns and plot axes: a nested parameter (``model: {parameters: {hidden:
     ...}}``) is one column per swept leaf, dotted (``model.hidden``), not one column of dicts."""
-    names = list(_swept_leaves(sweep.config.get("parameters", {}), ""))
-    return names or sorted({k for r in runs for k in _flat(r.config, "")})
+    params = sweep.config.get("parameters", {}) or {}
+    names = list(_swept_leaves(params, ""))
+    by_function = bool((sweep.config.get("scheduler") or {}).get("search_space"))  # its own names: not the fixed
+    fixed = {n for n, spec in params.items() if isinstance(spec, dict) and "value" in spec} if by_function else set()
+    return names or sorted({k for r in runs for k in _flat(r.config, "") if k not in fixed})
 
 
 def _swept_leaves(params: dict[str, Any], prefix: str) -> Iterator[str]:

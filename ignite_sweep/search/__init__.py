@@ -1,7 +1,8 @@
 """Search engines: what decides the next configs and the early stops of a local sweep (``base.SearchEngine``).
 
 ``engine_for(config)`` is the factory: W&B's own engine for ``method: grid | random | bayes``; for ``method:
-custom`` the engine ``scheduler.engine`` names, from those ``register``ed (Optuna, next).
+custom`` the engine ``scheduler.engine`` names, from those ``register``ed (``optuna``: ``optuna_engine``, imported
+only when a sweep uses it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ __all__ = ["ENGINES", "SearchEngine", "Suggestion", "engine_for", "register"]
 def register(name: str, factory: Callable[[dict[str, Any]], SearchEngine]) -> None:
     """Make ``scheduler: {engine: <name>}`` of a ``method: custom`` sweep run with ``factory(config)``."""
     ENGINES[name] = factory
+
+
+def _optuna(config: dict[str, Any]) -> SearchEngine:
+    from ignite_sweep.search.optuna_engine import OptunaEngine
+
+    return OptunaEngine(config)
+
+
+register("optuna", _optuna)
 
 
 def engine_for(config: dict[str, Any]) -> SearchEngine:

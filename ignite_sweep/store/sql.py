@@ -608,6 +608,10 @@ class LocalStore:
         return float(self._exec(db, "SELECT value FROM rungs WHERE run_id = :r AND band = :b",
                                 {"r": run_id, "b": band}).scalar())  # fmt: skip
 
+    def set_search_info(self, db: Any, run_id: str, info: Any) -> None:
+        """What the search engine keeps with a run, changed while it runs (an Optuna pruner's rung values)."""
+        self._exec(db, "UPDATE runs SET search_info = :i WHERE id = :r", {"i": json.dumps(info), "r": run_id})
+
     def request_stop(self, db: Any, run_ids: list[str]) -> None:
         if run_ids:
             self._exec(db, "UPDATE runs SET should_stop = 1 WHERE id = :id AND state = 'running'",
