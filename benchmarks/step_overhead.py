@@ -3,7 +3,8 @@
 Rows (same model, same device tensors, batch 64 on the bundled digits, one CPU thread unless --threads):
   plain           a bare PyTorch loop
   plain_wandb     the same loop logging what train() logs every 10 iterations (loss, lr and gradient norm, one
-                  wandb.log, W&B offline): what W&B's own SDK costs, for any loop
+                  wandb.log, W&B offline): what W&B's own SDK costs, for any loop. Not the histograms train() adds
+                  to every 10th of these rows: they count against train() (its val rows come outside the timing)
   ignite          Ignite's create_supervised_trainer, no handlers
   train_disabled  ignite-sweep's train(), W&B disabled
   train_offline   ignite-sweep's train(), W&B offline, default logging

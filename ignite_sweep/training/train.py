@@ -275,13 +275,17 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
 
     # Every log_interval iterations the loss and the gradient norm come back from the device, together (one wait);
     # W&B's train/* scalars, the divergence check and the progress bar read them there. A NaN or infinite loss is
-    # caught within log_interval iterations (and at each epoch's end), not at every step. One filtered handler runs
-    # per iteration; what reads the scalars hangs off the event it fires, TrainEvents.SCALARS.
+    # caught within log_interval iterations (and at each epoch's end), not at every step. One handler runs per
+    # iteration and tests the iteration itself (Ignite's event filter costs about 3 us per iteration more); what
+    # reads the scalars hangs off the event it fires, TrainEvents.SCALARS.
     trainer.register_events(*TrainEvents)
-    every_log = Events.ITERATION_COMPLETED(every=max(1, cfg.log_interval))
+    log_every = max(1, cfg.log_interval)
+    every_log = Events.ITERATION_COMPLETED(every=log_every)
 
-    @trainer.on(every_log)
+    @trainer.on(Events.ITERATION_COMPLETED)
     def fetch_scalars(engine: Any) -> None:
+        if engine.state.iteration % log_every:
+            return
         engine.state.train_scalars = train_scalars(engine.state.output, model, optimizer)
         engine.fire_event(TrainEvents.SCALARS)
 

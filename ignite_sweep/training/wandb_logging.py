@@ -12,12 +12,13 @@ Logged names are part of the interface (sweep YAMLs and reports depend on them):
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ignite.engine import Engine, EventEnum, Events
-from ignite.handlers.wandb_logger import WandBLogger, global_step_from_engine
+from ignite.handlers.wandb_logger import WandBLogger
 
 from ignite_sweep.training.config import DEFAULT_PROJECT
 
@@ -75,22 +76,32 @@ def histograms(model: torch.nn.Module) -> dict[str, Any]:
     """``parameters/<name>`` and ``gradients/<name>`` as ``wandb.watch(log="all")`` logs them: ``histc`` in 64 bins
     between each tensor's finite minimum and maximum (one bin where they are equal; nothing for a tensor without a
     finite value). Unlike watch (hooks on every forward and backward pass; per tensor a copy to the host and three
-    waits for the device), computed on the device for all tensors at once: two waits, the ranges and the counts."""
+    waits for the device), computed on the device for all tensors at once: two waits, the ranges and the counts.
+    A range is one ``aminmax`` pass per tensor; only a tensor whose range is not finite (a NaN or an infinity in it:
+    a diverging run) has its finite values masked out, in a third wait."""
     import torch
     import wandb
 
     named = list(model.named_parameters())
     tensors = [("parameters/" + name, p.detach()) for name, p in named]
     tensors += [("gradients/" + name, p.grad.detach()) for name, p in named if p.grad is not None]
+    tensors = [(name, tensor.reshape(-1).float()) for name, tensor in tensors if tensor.numel()]
     if not tensors:
         return {}
-    flats = [tensor.reshape(-1).float() for _, tensor in tensors]
-    ranges = []
-    for flat in flats:
-        finite = torch.isfinite(flat)
-        ranges += [torch.where(finite, flat, torch.inf).amin(), torch.where(finite, flat, -torch.inf).amax(),
-                   finite.sum().float()]  # fmt: skip
-    bounds = torch.stack(ranges).reshape(-1, 3).tolist()
+    flats = [flat for _, flat in tensors]
+    # (low, high, finite values): a NaN makes both ends NaN and an infinity shows at one end, so a finite range
+    # means every value is finite
+    ends = torch.stack([torch.stack(torch.aminmax(flat)) for flat in flats]).tolist()
+    bounds = [(low, high, flat.numel()) for flat, (low, high) in zip(flats, ends, strict=True)]
+    odd = [i for i, (low, high, _) in enumerate(bounds) if not (math.isfinite(low) and math.isfinite(high))]
+    if odd:
+        ranges = []
+        for flat in (flats[i] for i in odd):
+            finite = torch.isfinite(flat)
+            ranges += [torch.where(finite, flat, torch.inf).amin(), torch.where(finite, flat, -torch.inf).amax(),
+                       finite.sum().float()]  # fmt: skip
+        for i, (low, high, n_finite) in zip(odd, torch.stack(ranges).reshape(-1, 3).tolist(), strict=True):
+            bounds[i] = (low, high, int(n_finite))
     # histc counts what lies in [low, high]: the infinities and NaNs are left out, as watch leaves them out
     spread = [flat.histc(HISTOGRAM_BINS, low, high)
               for flat, (low, high, _) in zip(flats, bounds, strict=True) if low < high]  # fmt: skip
@@ -98,7 +109,7 @@ def histograms(model: torch.nn.Module) -> dict[str, Any]:
     logged = {}
     for (name, _), (low, high, n_finite) in zip(tensors, bounds, strict=True):
         if low == high:  # a constant tensor (a bias at zero): watch's single bin of its finite values
-            logged[name] = wandb.Histogram(np_histogram=([int(n_finite)], [low, high]))
+            logged[name] = wandb.Histogram(np_histogram=([n_finite], [low, high]))
         elif low < high:  # else no finite value at all (low = inf > high = -inf): watch logs nothing either
             edges = [low + (high - low) * i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)]
             logged[name] = wandb.Histogram(np_histogram=(next(counts), edges))
@@ -118,9 +129,9 @@ def attach_wandb(
     logger = WandBLogger(init=False)
     hist_every = 10 * log_interval  # histograms cost far more than scalars (watch's own default: every 1000 steps)
 
-    # One wandb.log per logged iteration, the histograms in the same row: each call costs W&B's SDK a round trip to
-    # its service (about 0.1 ms on a free core, over 1 ms on a busy 2-core machine), which Ignite's OutputHandler
-    # (numbers only) and a second call for the histograms would double every 10th log.
+    # One wandb.log per logged row, the histograms in the train/* row and the epoch in the val/* row: each call costs
+    # W&B's SDK a round trip to its service (about 0.1 ms on a free core, over 1 ms on a busy 2-core machine), which
+    # Ignite's OutputHandler (numbers only) and a second call for the histograms or the epoch would double.
     @trainer.on(TrainEvents.SCALARS)
     def log_train(engine: Engine) -> None:
         row = {f"train/{name}": value for name, value in engine.state.train_scalars.items()}
@@ -128,17 +139,10 @@ def attach_wandb(
             row.update(histograms(model))
         logger.log(row, step=engine.state.iteration)
 
-    logger.attach_output_handler(
-        evaluator,
-        event_name=Events.COMPLETED,
-        tag="val",
-        metric_names=["loss", "accuracy"],
-        global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
-    )
-
     @evaluator.on(Events.COMPLETED)
-    def log_epoch(_: Engine) -> None:
-        logger.log({"epoch": trainer.state.epoch}, step=trainer.state.iteration)
+    def log_val(engine: Engine) -> None:
+        row = {f"val/{name}": float(engine.state.metrics[name]) for name in ("loss", "accuracy")}
+        logger.log({**row, "epoch": trainer.state.epoch}, step=trainer.state.iteration)
 
     return logger
 
