@@ -1,7 +1,7 @@
 """How claim and report scale with the size of a sweep: 100, 1,000 and 10,000 runs of 10 evaluations each.
 
-For each method (grid, random, random + hyperband, bayes) one sweep grows in a real store (SQLite in a temp
-folder, or ``--store URL``); at each size the script claims runs (each then recorded finished) and reports 10
+For each method (grid, random, random + hyperband, bayes, Optuna's TPE) one sweep grows in a real store (SQLite
+in a temp folder, or ``--store URL``); at each size the script claims runs (each then recorded finished) and reports 10
 evaluations into runs it claimed, through ``LocalBackend.claim`` / ``report`` as an agent does, and times each
 call. It also times every write transaction of the store (from asking for the lock to commit) and prints the
 longest time the lock was held. Then 8 processes claim and report at once on a sweep already holding 2,000 runs
@@ -36,6 +36,9 @@ METHODS: dict[str, dict[str, Any]] = {
                                         "batch_size": {"values": [16, 32, 64, 128]}}},
     "bayes": {"method": "bayes", "parameters": {"lr": {"min": 0.0001, "max": 0.1}, "momentum": {"min": 0.0,
                                                                                                 "max": 0.99}}},
+    "tpe": {"method": "custom", "scheduler": {"engine": "optuna"},  # Optuna's TPE: multivariate, constant liar
+            "parameters": {"lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 0.1},
+                           "batch_size": {"values": [16, 32, 64, 128]}}},
 }  # fmt: skip
 LOCK = {"held": [], "wait": []}
 
@@ -93,6 +96,9 @@ def grow(backend: Any, sweep_id: str, method: str, start: int, stop: int, rng: r
         with store.transaction() as db:
             for i in range(chunk, min(stop, chunk + 500)):
                 run = {"id": _new_id(), "sweep_id": sid, "config": point(method, i, rng)}
+                if method == "tpe":  # what the engine keeps with a run it suggested: the trial it is
+                    run["search_info"] = {"engine": "optuna", "trial": i, "params": run["config"], "system_attrs": {},
+                                          "sampled": {}}  # fmt: skip
                 store.insert_run(db, run)
                 loss = rng.uniform(0.5, 2.0)
                 for epoch in range(1, EVALS + 1):

@@ -130,7 +130,8 @@ def _agent(
 
         swept = swept_names(sweep, [])
         code = run_pool(
-            sweep_id, slots, sweep.metric, sweep.goal, count, max_consecutive_failures, stagger, swept=swept
+            sweep_id, slots, sweep.metric, sweep.goal, count, max_consecutive_failures, stagger, swept=swept,
+            objectives=sweep.objectives,
         )
         raise typer.Exit(code)
     from ignite_sweep.execution.process import agents_on_this_machine, shared_cores_warning
@@ -221,43 +222,67 @@ def list_sweeps(store: StoreOpt = None) -> None:
 @app.command()
 def status(
     sweep_id: SweepIdArg,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: {sweep, runs}.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: {sweep, runs}; a metrics: sweep adds "
+                                          "sweep.pareto_front (run ids) and each run's pareto (true/false).")] = False,
     store: StoreOpt = None,
 ) -> None:
     """Table of the sweep's runs (id, state, params, metric, epochs, runtime, error), best run marked.
 
-    A nested parameter is a column per swept leaf (model.hidden); a sweep without a metric has no metric column."""
+    A nested parameter is a column per swept leaf (model.hidden); a sweep without a metric has no metric column.
+    A multi-objective sweep (metrics:) has a column per objective and marks each run on the Pareto front."""
     _use_store(store)
     from ignite_sweep.backends import backend_for_sweep
-    from ignite_sweep.report.tables import status_json, status_table
+    from ignite_sweep.report.tables import front_of, status_json, status_table
 
     backend = backend_for_sweep(sweep_id)
-    sweep, runs, best = backend.sweep(sweep_id), backend.runs(sweep_id), backend.best_run(sweep_id)
+    sweep, runs = backend.sweep(sweep_id), backend.runs(sweep_id)
+    front = front_of(sweep, runs)
+    best = backend.best_run(sweep_id) if front is None else None
     if as_json:
-        typer.echo(json.dumps(status_json(sweep, runs, best), default=str))
+        typer.echo(json.dumps(status_json(sweep, runs, best, front), default=str))
     else:
-        _console().print(status_table(sweep, runs, best))
+        _console().print(status_table(sweep, runs, best, front))
 
 
 @app.command()
-def best(sweep_id: SweepIdArg, store: StoreOpt = None) -> None:
-    """Print the best run's config as YAML, ready for `python -m ignite_sweep.train --config`."""
+def best(
+    sweep_id: SweepIdArg,
+    metric: Annotated[str | None, typer.Option("--metric", help="The best run on this one of the sweep's "
+                                               "objectives (a metrics: sweep prints its Pareto front without it).",
+                                               show_default=False)] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Print the best run's config as YAML, ready for `python -m ignite_sweep.train --config`.
+
+    A multi-objective sweep (metrics:) prints each config on its Pareto front (YAML documents, --- between them),
+    or with --metric NAME the best run on that objective."""
     _use_store(store)
     from ignite_sweep.backends import backend_for_sweep
     from ignite_sweep.errors import BackendError, ConfigError
-    from ignite_sweep.report.tables import best_yaml
+    from ignite_sweep.report.tables import best_yaml, front_of, front_yaml
 
     backend = backend_for_sweep(sweep_id)
     sweep = backend.sweep(sweep_id)
-    if not sweep.metric:
+    if not sweep.objectives:
         raise ConfigError(
             f"sweep '{sweep_id}' has no metric, so it has no best run: give the sweep YAML "
             "`metric: {name: <a value the runs log>, goal: maximize}` (or minimize) and create the sweep again"
         )
-    run = backend.best_run(sweep_id)
+    names = [name for name, _ in sweep.objectives]
+    if metric is not None and metric not in names:
+        raise ConfigError(f"option '--metric': {metric!r} is not an objective of sweep '{sweep_id}'; allowed: "
+                          f"{' | '.join(names)}")  # fmt: skip
+    if sweep.multi_objective and metric is None:
+        front = front_of(sweep, backend.runs(sweep_id)) or []
+        if not front:
+            raise BackendError(f"sweep '{sweep_id}' has no finished run with every objective ({', '.join(names)}) "
+                               "yet, so no Pareto front")  # fmt: skip
+        typer.echo(front_yaml(sweep, front), nl=False)
+        return
+    run = backend.best_run(sweep_id, metric=metric)
     if run is None:
-        raise BackendError(f"sweep '{sweep_id}' has no run with its metric ({sweep.metric}) yet")
-    typer.echo(best_yaml(sweep, run), nl=False)
+        raise BackendError(f"sweep '{sweep_id}' has no run with its metric ({metric or sweep.metric}) yet")
+    typer.echo(best_yaml(sweep, run, metric), nl=False)
 
 
 def _state_command(name: str, doc: str, done: str) -> None:

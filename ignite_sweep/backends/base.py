@@ -99,8 +99,26 @@ class SweepRecord:
     def goal(self) -> str:
         return (self.config.get("metric") or {}).get("goal", "minimize")
 
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """(name, goal) of each objective: the ``metrics:`` list (multi-objective), else the one ``metric``."""
+        from ignite_sweep.pareto import objectives_of
+
+        return objectives_of(self.config)
+
+    @property
+    def multi_objective(self) -> bool:
+        """A ``metrics:`` sweep (at least two objectives): no best run, a Pareto front (``ignite_sweep.pareto``)."""
+        return len(self.objectives) > 1
+
+    def scores_text(self, summary: dict[str, Any] | None) -> str:
+        """A run's value on each objective, as the agent's per-run line shows it (" name=0.1234 ..."; a value
+        that is missing or not a float is left out)."""
+        shown = [(name, (summary or {}).get(name)) for name, _ in self.objectives]
+        return "".join(f" {name}={value:.4f}" for name, value in shown if isinstance(value, float))
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        found = {
             "id": self.id,
             "name": self.name,
             "method": self.method,
@@ -110,6 +128,9 @@ class SweepRecord:
             "goal": self.goal,
             "config": self.config,
         }
+        if self.multi_objective:
+            found["objectives"] = [{"name": name, "goal": goal} for name, goal in self.objectives]
+        return found
 
 
 @dataclass
@@ -160,13 +181,17 @@ class Backend(ABC):
         """``runs`` with each run's per-evaluation metrics in ``history`` (for learning curves)."""
         return self.runs(sweep_id)
 
-    def best_run(self, sweep_id: str) -> RunRecord | None:
-        """The run with the best sweep metric among the results that logged it (an interrupted run is none)."""
+    def best_run(self, sweep_id: str, metric: str | None = None) -> RunRecord | None:
+        """The run with the best sweep metric among the results that logged it (an interrupted run is none).
+        ``metric``: the best on that one of the sweep's objectives (a ``metrics:`` sweep has no best without it:
+        its runs have a Pareto front, ``ignite_sweep.pareto``)."""
         sweep = self.sweep(sweep_id)
-        if not sweep.metric:
+        goals = dict(sweep.objectives)
+        name = metric or sweep.metric
+        if not name or name not in goals:
             return None
-        scored = [r for r in self.runs(sweep_id) if r.state in RESULT_STATES and r.metric(sweep.metric) is not None]
+        scored = [r for r in self.runs(sweep_id) if r.state in RESULT_STATES and r.metric(name) is not None]
         if not scored:
             return None
-        sign = 1.0 if sweep.goal == "maximize" else -1.0
-        return max(scored, key=lambda r: sign * (r.metric(sweep.metric) or 0.0))
+        sign = 1.0 if goals[name] == "maximize" else -1.0
+        return max(scored, key=lambda r: sign * (r.metric(name) or 0.0))

@@ -106,7 +106,17 @@ class SlotState:
     params: dict[str, Any] = field(default_factory=dict)
     epoch: int | None = None
     metric: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)  # its run's last evaluation (a metrics: sweep shows each)
     last_error: str = ""
+
+
+@dataclass
+class Ended:
+    """A run that ended, as the live view knows it (for a multi-objective sweep's Pareto front)."""
+
+    id: str
+    state: str
+    summary: dict[str, Any]
 
 
 @dataclass
@@ -119,9 +129,41 @@ class PoolView:
     swept: list[str] | None = None  # parameters to show (the fixed ones add nothing)
     counts: dict[str, int] = field(default_factory=dict)
     best: tuple[str, float, dict[str, Any]] | None = None
+    objectives: list[tuple[str, str]] = field(default_factory=list)  # a metrics: sweep's: a Pareto front, no best
+    ended: list[Ended] = field(default_factory=list)
 
-    def record_end(self, event: dict[str, Any]) -> None:
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+    def scores(self, metrics: dict[str, Any] | None) -> str:
+        """Each objective's value, as the lines show it (" a=0.9 b=0.1"; a missing one is left out)."""
+        from ignite_sweep.format import fmt
+
+        found = [(name, (metrics or {}).get(name)) for name, _ in self.objectives]
+        return "".join(f" {name}={fmt(value)}" for name, value in found if value is not None)
+
+    def front(self) -> list[Ended]:
+        from ignite_sweep.pareto import pareto_front
+
+        return pareto_front(self.ended, self.objectives)
+
+    def front_text(self) -> str:
+        front = self.front()
+        return f"Pareto front: {len(front)} run{'s' if len(front) != 1 else ''}" + (
+            f" ({', '.join(r.id for r in front)})" if front else "")  # fmt: skip
+
+    def end_values(self, event: dict[str, Any], last: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A multi-objective run's values at its end: the end event's summary, else its last evaluation's."""
+        found = dict(last or {})
+        found.update({k: v for k, v in (event.get("metrics") or {}).items() if v is not None})
+        return {name: found[name] for name, _ in self.objectives if name in found}
+
+    def record_end(self, event: dict[str, Any], last: dict[str, Any] | None = None) -> None:
         self.counts[event["state"]] = self.counts.get(event["state"], 0) + 1
+        if self.multi:
+            self.ended.append(Ended(event["run"], event["state"], self.end_values(event, last)))
+            return
         value = event.get("metric", (event.get("metrics") or {}).get(self.metric or ""))
         if isinstance(value, (int, float)):
             sign = 1.0 if self.goal == "maximize" else -1.0
@@ -135,20 +177,26 @@ class PoolView:
 
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "no runs ended yet"
         best = f"best {self.metric} = {fmt(self.best[1])} (run {self.best[0]})" if self.best else "no best yet"
+        if self.multi:
+            best = self.front_text()
         table = Table(title=f"{counts}  |  {best}", title_justify="left")
-        for column in ("slot", "gpu", "run", "params", "epoch", self.metric or "metric", "status"):
+        metric_columns = [name for name, _ in self.objectives] if self.multi else [self.metric or "metric"]
+        for column in ("slot", "gpu", "run", "params", "epoch", *metric_columns, "status"):
             table.add_column(column)
         for s in self.slots:
             status = s.retired or ("done" if s.done else f"restarted {s.restarts}x" if s.restarts else "running")
             params = " ".join(f"{k}={fmt(v)}" for k, v in s.params.items() if self.swept is None or k in self.swept)
-            table.add_row(s.slot.name, s.slot.gpu or "-", s.run or "-", params, fmt(s.epoch), fmt(s.metric), status)
+            shown = [fmt(s.metrics.get(name)) for name in metric_columns] if self.multi else [fmt(s.metric)]
+            table.add_row(s.slot.name, s.slot.gpu or "-", s.run or "-", params, fmt(s.epoch), *shown, status)
         return table
 
 
 def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, count: int | None,
              max_consecutive_failures: int, stagger_s: float, live: bool | None = None,
-             say: Callable[[str], None] | None = None, swept: list[str] | None = None) -> int:  # fmt: skip
-    """Run one agent process per slot until all are done; returns the exit code (0, 1 or 130)."""
+             say: Callable[[str], None] | None = None, swept: list[str] | None = None,
+             objectives: list[tuple[str, str]] | None = None) -> int:  # fmt: skip
+    """Run one agent process per slot until all are done; returns the exit code (0, 1 or 130). ``objectives``: a
+    multi-objective sweep's (``SweepRecord.objectives``): the view shows each one's value and the Pareto front."""
     from ignite_sweep.format import fmt
 
     live = sys.stdout.isatty() if live is None else live
@@ -162,7 +210,7 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
             console_say(line)
 
     states = [SlotState(s) for s in slots]
-    view = PoolView(metric, goal, states, swept)
+    view = PoolView(metric, goal, states, swept, objectives=list(objectives or []))
     lock = threading.Lock()
     interrupts = {"count": 0}
 
@@ -176,6 +224,7 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
             kind = event.get("event")
             if kind == "start":
                 state.run, state.params, state.epoch, state.metric = event["run"], event.get("params", {}), None, None
+                state.metrics = {}
                 if not live:
                     shown = {k: v for k, v in state.params.items() if swept is None or k in swept}
                     say(
@@ -185,14 +234,21 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
             elif kind == "eval":
                 state.epoch = event.get("epoch")
                 state.metric = (event.get("metrics") or {}).get(metric) if metric else None
-                if not live:
-                    say(f"[{state.slot.name}] run {event['run']} epoch {state.epoch}: {metric}={fmt(state.metric)}")
+                state.metrics = dict(event.get("metrics") or {})
+                if not live and view.multi:
+                    say(f"[{state.slot.name}] run {event['run']} epoch {state.epoch}:{view.scores(state.metrics)}")
+                elif not live:
+                    shown = f": {metric}={fmt(state.metric)}" if metric else ""
+                    say(f"[{state.slot.name}] run {event['run']} epoch {state.epoch}{shown}")
             elif kind == "end":
-                view.record_end(event)
+                last = state.metrics if event.get("run") == state.run else {}
+                view.record_end(event, last)
                 if not live:
                     error = f" ({event['error']})" if event.get("error") else ""
                     value = event.get("metric", (event.get("metrics") or {}).get(metric or ""))
                     shown = f" {metric}={fmt(value)}" if value is not None else ""
+                    if view.multi:
+                        shown = view.scores(view.end_values(event, last))
                     say(f"[{state.slot.name}] run {event['run']} {event['state']}{shown}{error}")
                 state.run = None
 
@@ -285,6 +341,8 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
             signal.signal(sig, handler)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(view.counts.items())) or "no runs"
     best = f"; best {metric} = {view.best[1]:.4g} (run {view.best[0]})" if view.best else ""
+    if view.multi:
+        best = f"; {view.front_text()}"
     say(f"pool done: {len(slots)} slots, {counts}{best}")
     if interrupts["count"]:
         return 130

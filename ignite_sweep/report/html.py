@@ -5,19 +5,23 @@ Panels: parallel coordinates (swept parameters -> metric), parameter importance 
 metric (as W&B's panel: random-forest importance plus Pearson correlation), optimisation history (metric by
 run order, best so far), validation curves of every run (stopped and crashed runs drawn as such) and the
 run table, best run on top. A sweep without a metric gets the run table alone (parameters, states, runtimes).
+A multi-objective sweep (``metrics:``) gets its Pareto front too: a scatter of its first two objectives, the
+front's runs marked and joined, every objective in the table (the front first); the other panels plot its first
+objective.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ignite_sweep.backends.base import RunRecord, SweepRecord
 from ignite_sweep.errors import BackendError
 from ignite_sweep.format import fmt, fmt_runtime
+from ignite_sweep.pareto import pareto_front, values
 from ignite_sweep.report.tables import param_columns, param_value
 
 STATE_COLOR = {"finished": "#2ca02c", "stopped": "#ff7f0e", "failed": "#d62728", "crashed": "#9467bd",
@@ -37,6 +41,12 @@ class SweepData:
     params: list[str]  # columns: a nested parameter's leaves, dotted (model.hidden)
     metric: str | None  # None: the sweep has no metric (W&B allows it), so the report has no metric plots
     sign: float  # +1 maximize, -1 minimize
+    objectives: list[tuple[str, str]] = field(default_factory=list)  # a metrics: sweep's (else empty)
+    front: list[str] = field(default_factory=list)  # the ids of its runs on the Pareto front
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
 
     @property
     def scored(self) -> list[RunRecord]:
@@ -44,7 +54,9 @@ class SweepData:
         return [r for r in self.runs if r.state != "interrupted" and self.value(r) is not None]
 
     def best_first(self) -> list[RunRecord]:
-        scored = sorted(self.scored, key=lambda r: -self.sign * (self.value(r) or 0.0))
+        """Best first (a multi-objective sweep: the front first, each part by its first objective)."""
+        on = set(self.front)
+        scored = sorted(self.scored, key=lambda r: (r.id not in on, -self.sign * (self.value(r) or 0.0)))
         ids = {r.id for r in scored}
         return scored + [r for r in self.runs if r.id not in ids]
 
@@ -62,8 +74,12 @@ class SweepData:
 
 
 def collect(sweep: SweepRecord, runs: list[RunRecord]) -> SweepData:
-    metric = sweep.metric
-    data = SweepData(sweep, runs, param_columns(sweep, runs), metric, 1.0 if sweep.goal == "maximize" else -1.0)
+    metric, goal = sweep.metric, sweep.goal
+    objectives = sweep.objectives if sweep.multi_objective else []
+    if objectives:  # the panels of one metric plot the first objective; the front has its own
+        metric, goal = objectives[0]
+    data = SweepData(sweep, runs, param_columns(sweep, runs), metric, 1.0 if goal == "maximize" else -1.0,
+                     objectives, [r.id for r in pareto_front(runs, objectives)] if objectives else [])  # fmt: skip
     if metric is None:
         if not runs:
             raise BackendError(f"sweep '{sweep.id}' has no runs yet: nothing to report")
@@ -154,17 +170,67 @@ def figures(data: SweepData) -> list[tuple[str, Any]]:
     title = f"Validation curves ({data.metric} by epoch; dashed: stopped early, dotted: crashed/failed)"
     curves_fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=data.metric, height=420)
     curves_fig.update_xaxes(dtick=1)
-    return [("parcoords", parcoords), ("importance", imp), ("history", history), ("curves", curves_fig)]
+    panels = [("parcoords", parcoords), ("importance", imp), ("history", history), ("curves", curves_fig)]
+    return ([("pareto", pareto_figure(data))] + panels) if data.multi else panels
+
+
+def front_points(data: SweepData) -> tuple[list[tuple[RunRecord, tuple[float, ...]]], list[RunRecord]]:
+    """(every result with a value on each objective and its values, the front's runs ordered along the first
+    objective): what the Pareto panels draw."""
+    scored = [(r, v) for r in data.runs if r.state in ("finished", "stopped")
+              and (v := values(r.summary, data.objectives)) is not None]  # fmt: skip
+    on = set(data.front)
+    front = sorted((r for r, _ in scored if r.id in on), key=lambda r: r.metric(data.objectives[0][0]) or 0.0)
+    return scored, front
+
+
+def pareto_figure(data: SweepData) -> Any:
+    """The Pareto front: the first two objectives of every result, the front's runs marked and joined (hover: the
+    run and its value on every objective)."""
+    import plotly.graph_objects as go
+
+    (x_name, x_goal), (y_name, y_goal) = data.objectives[:2]
+    scored, front = front_points(data)
+    on = set(data.front)
+
+    def hover(run: RunRecord) -> str:
+        return f"{run.id} ({run.state})<br>" + "<br>".join(f"{n} = {fmt(run.metric(n))}" for n, _ in data.objectives)
+
+    others = [r for r, _ in scored if r.id not in on]
+    fig = go.Figure()
+    fig.add_scatter(x=[r.metric(x_name) for r in others], y=[r.metric(y_name) for r in others], mode="markers",
+                    name="dominated", marker={"color": "#aaaaaa", "size": 8},
+                    hovertext=[hover(r) for r in others], hoverinfo="text")  # fmt: skip
+    fig.add_scatter(x=[r.metric(x_name) for r in front], y=[r.metric(y_name) for r in front], mode="lines+markers",
+                    name="Pareto front", marker={"color": "#d62728", "size": 11, "symbol": "diamond"},
+                    line={"shape": "hv", "dash": "dot"}, hovertext=[hover(r) for r in front],
+                    hoverinfo="text")  # fmt: skip
+    others_named = ", ".join(n for n, _ in data.objectives[2:])
+    rest = f"; the others ({others_named}) in the table" if others_named else ""
+    fig.update_layout(title=f"Pareto front: {len(front)} of {len(scored)} results{rest}", height=420,
+                      xaxis_title=f"{x_name} ({x_goal})", yaxis_title=f"{y_name} ({y_goal})")  # fmt: skip
+    return fig
 
 
 def run_table_html(data: SweepData) -> str:
-    metric_head = [data.metric] if data.metric else []
+    if data.multi:
+        metric_head = [f"{n} ({g})" for n, g in data.objectives]
+    else:
+        metric_head = [data.metric] if data.metric else []
     head = ["run", "state", *data.params, *metric_head, "epochs", "runtime", "error"]
     rows = []
+    on = set(data.front)
     for i, run in enumerate(data.best_first()):
-        cells = [run.id + (" (best)" if i == 0 and data.value(run) is not None else ""), run.state]
+        if data.multi:
+            mark = " (Pareto front)" if run.id in on else ""
+        else:
+            mark = " (best)" if i == 0 and data.value(run) is not None else ""
+        cells = [run.id + mark, run.state]
         cells += [fmt(param_value(run.config, p)) for p in data.params]
-        cells += [fmt(data.value(run))] if metric_head else []
+        if data.multi:
+            cells += [fmt(run.metric(n)) for n, _ in data.objectives]
+        else:
+            cells += [fmt(data.value(run))] if metric_head else []
         cells += [fmt(run.epochs_reached), fmt_runtime(run.runtime_s), run.error or ""]
         color = STATE_COLOR.get(run.state, "#000")
         tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
@@ -202,6 +268,10 @@ def write_html(data: SweepData, path: Path) -> Path:
     title = f"Sweep {sweep.name} ({sweep.id})"
     if data.metric is None:
         what, order = f"<b>no metric</b>: {html.escape(NO_METRIC_PLOTS)}", "in creation order"
+    elif data.multi:
+        names = ", ".join(f"<b>{html.escape(n)}</b> ({html.escape(g)})" for n, g in data.objectives)
+        what = f"objectives {names}; Pareto front: {len(data.front)} runs"
+        order = "the Pareto front first, then by " + html.escape(data.metric)
     else:
         what, order = f"metric <b>{html.escape(data.metric)}</b> ({html.escape(sweep.goal)})", "best first"
     doc = f"""<!DOCTYPE html>
@@ -232,7 +302,7 @@ def write_png(data: SweepData, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+    fig, axes = plt.subplots(3 if data.multi else 2, 2, figsize=(14, 15 if data.multi else 10))
     runs = data.scored
     y = np.array([data.value(r) for r in runs], dtype=float)
 
@@ -278,8 +348,45 @@ def write_png(data: SweepData, path: Path) -> Path:
     ax.set_title("Validation curves (dashed: stopped, dotted: crashed/failed)")
     if len(data.runs) <= 12:
         ax.legend(fontsize=7)
+    if data.multi:
+        _png_front(data, axes[2, 0])
+        _png_front_table(data, axes[2, 1])
     fig.suptitle(f"Sweep {data.sweep.name} ({data.sweep.id}): {data.sweep.method}, {len(data.runs)} runs")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _png_front(data: SweepData, ax: Any) -> None:
+    """The Pareto panel of the PNG: the first two objectives, the front marked and joined."""
+    (x_name, x_goal), (y_name, y_goal) = data.objectives[:2]
+    scored, front = front_points(data)
+    on = set(data.front)
+    others = [r for r, _ in scored if r.id not in on]
+    ax.scatter([r.metric(x_name) for r in others], [r.metric(y_name) for r in others], color="#aaaaaa",
+               label="dominated")  # fmt: skip
+    ax.step([r.metric(x_name) for r in front], [r.metric(y_name) for r in front], where="post", linestyle=":",
+            color="#d62728")  # fmt: skip
+    ax.scatter([r.metric(x_name) for r in front], [r.metric(y_name) for r in front], color="#d62728", marker="D",
+               s=50, label="Pareto front")  # fmt: skip
+    for run in front:
+        ax.annotate(run.id, (run.metric(x_name), run.metric(y_name)), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")  # fmt: skip
+    ax.set_xlabel(f"{x_name} ({x_goal})")
+    ax.set_ylabel(f"{y_name} ({y_goal})")
+    ax.legend()
+    ax.set_title(f"Pareto front: {len(front)} of {len(scored)} results")
+
+
+def _png_front_table(data: SweepData, ax: Any) -> None:
+    """The front's runs with their value on every objective (the scatter shows two)."""
+    _, front = front_points(data)
+    ax.axis("off")
+    ax.set_title("The Pareto front, every objective")
+    if front:
+        cells = [[r.id, *(fmt(r.metric(n)) for n, _ in data.objectives)] for r in front[:20]]
+        table = ax.table(cellText=cells, colLabels=["run", *(f"{n} ({g})" for n, g in data.objectives)],
+                         loc="upper center")  # fmt: skip
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)

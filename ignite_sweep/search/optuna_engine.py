@@ -1,12 +1,13 @@
 """Optuna behind the search interface: W&B's ``method: custom`` with ``scheduler: {engine: optuna}``, run locally.
 
-The store stays the single truth. At each suggestion the engine rebuilds an in-memory Optuna study from the sweep's
-runs (in their order, so a run's trial number is its ``seq - 1``): a running run is a RUNNING trial (TPE's constant
-liar sees it), a finished one COMPLETE with its summary's value(s), a ``stopped`` one PRUNED when the sweep has a
-pruner (else COMPLETE), the rest FAIL; then ``study.ask()``, inside the store's write lock, so two agents never
-get the same trial. What Optuna drew (its params, their distributions and the trial's system attributes, which
-samplers such as NSGA-II and pruners such as ASHA keep there) is kept with the run as its ``search_info``; a re-run
-of a crashed or interrupted run is the same trial again (its original's params).
+The store stays the single truth. At each suggestion the engine has an in-memory Optuna study of the sweep's runs,
+in their order, so a run's trial number is its ``seq - 1`` (built once per agent and kept in step with what changed
+since its last claim: ``runs_now``, ``Kept``; rebuilt whole when they disagree, and with a pruner): a running run is
+a RUNNING trial (TPE's constant liar sees it), a finished one COMPLETE with its summary's value(s), a ``stopped``
+one PRUNED when the sweep has a pruner (else COMPLETE), the rest FAIL; then ``study.ask()``, inside the store's
+write lock, so two agents never get the same trial. What Optuna drew (its params, their distributions and the
+trial's system attributes, which samplers such as NSGA-II and pruners such as ASHA keep there) is kept with the run
+as its ``search_info``; a re-run of a crashed or interrupted run is the same trial again (its original's params).
 
 Without ``source``: TPE (multivariate, constant liar, seeded) over ``parameters:`` (``optuna_space``). With
 ``source`` (a Python file next to the sweep file; ``create`` keeps its text in the stored config, so agents on
@@ -124,6 +125,7 @@ class OptunaEngine(SearchEngine):
         self.directions = directions
         self._rngs = _rng_holders(self.sampler)
         self._kept: dict[str, Kept] = {}  # study name -> its study as this agent last asked it
+        self._read: dict[str, ReadRuns] = {}  # sweep id -> its runs as this agent last read them
         self._base_seed = int(self._rngs[0].randint(2**31)) if self._rngs else DEFAULT_SEED
 
     # ------------------------------------------------------------ what the sweep's source file says
@@ -163,7 +165,10 @@ class OptunaEngine(SearchEngine):
     # ------------------------------------------------------------ the search interface
 
     def suggest(self, store: Any, db: Any, sweep: dict[str, Any], prepared: Any, k: int = 1) -> list[Suggestion]:
-        runs = store.runs(sweep["id"], with_history=self.pruner is not None)
+        if self.pruner is None:
+            runs = self.runs_now(store, db, sweep["id"])
+        else:  # the pruner's view needs every run's history (and its search info, which it changes)
+            runs = store.runs(sweep["id"], with_history=True)
         suggestions = []
         for _ in range(k):
             chosen = self.next_suggestion(runs, sweep["id"])
@@ -196,6 +201,16 @@ class OptunaEngine(SearchEngine):
         return stops
 
     # ------------------------------------------------------------ Optuna's view of the store
+
+    def runs_now(self, store: Any, db: Any, sweep_id: str) -> list[dict[str, Any]]:
+        """The sweep's runs (no history) as the store holds them now, read as they changed since this agent's last
+        read: the runs made since (by seq), and those running then or now (the store changes a run's state and
+        summary only while it runs: a result never changes). All of them at the first read, and again whenever the
+        two disagree (seqs not 1..n). A new list: the caller may extend it."""
+        read = self._read.get(sweep_id)
+        if read is None or not read.catch_up(store, db, sweep_id):
+            read = self._read[sweep_id] = ReadRuns(store.runs(sweep_id))
+        return list(read.runs)
 
     def next_suggestion(self, runs: list[dict[str, Any]], name: str) -> Suggestion:
         """The next trial, asked of the study of ``runs`` (the sweep's, in order)."""
@@ -269,9 +284,14 @@ class OptunaEngine(SearchEngine):
             study, _ = self.study(runs, name, history=False)
             kept = self._kept[name] = Kept(study, runs)
             return kept
+        changed = [i for i, state in enumerate(kept.states) if state != runs[i]["state"]]
+        if any(kept.states[i] != "running" for i in changed):  # an end its claim rolled back: not what it told
+            study, _ = self.study(runs, name, history=False)
+            kept = self._kept[name] = Kept(study, runs)
+            return kept
         by_id = {run["id"]: run for run in runs}
         trials = kept.study.get_trials(deepcopy=False)
-        for i in [i for i, state in enumerate(kept.states) if state == "running" and runs[i]["state"] != "running"]:
+        for i in changed:
             ended = self._trial(runs[i], self._info(runs[i], by_id), history=False)
             kept.study._storage.set_trial_state_values(trials[i]._trial_id, ended.state, ended.values)
             kept.states[i] = runs[i]["state"]
@@ -361,6 +381,38 @@ class OptunaEngine(SearchEngine):
         return [run["config"] for run in runs]
 
 
+class ReadRuns:
+    """A sweep's runs as an agent last read them (``OptunaEngine.runs_now``): in seq order, and the ids of those
+    running then."""
+
+    def __init__(self, runs: list[dict[str, Any]]) -> None:
+        self.runs = runs
+        self.position = {run["id"]: i for i, run in enumerate(runs)}
+        self.running = {run["id"] for run in runs if run["state"] == "running"}
+
+    def catch_up(self, store: Any, db: Any, sweep_id: str) -> bool:
+        """Read what changed since: the runs made after the last one read, and again each run that was running or
+        is running now (a few indexed reads). False when what the store holds is not these runs and more (a seq
+        missing, a running run not read): read it all again."""
+        if self.runs and self.runs[-1]["seq"] != len(self.runs):
+            return False
+        new = store.runs_after(sweep_id, len(self.runs))
+        if any(run["seq"] != len(self.runs) + 1 + i for i, run in enumerate(new)):
+            return False
+        for run in new:
+            self.position[run["id"]] = len(self.runs)
+            self.runs.append(run)
+        running = {row.id for row in store.running_scores(db, sweep_id)}
+        fresh = {run["id"] for run in new}
+        again = sorted((self.running ^ running) - fresh)
+        if any(run_id not in self.position for run_id in again):
+            return False
+        for run in store.runs_by_id(again):
+            self.runs[self.position[run["id"]]] = run
+        self.running = running
+        return all(self.runs[self.position[run_id]]["state"] == "running" for run_id in running)
+
+
 class Kept:
     """A study kept between claims: per trial, the run it is (None: asked here, its run not read yet) and that
     run's state when last read."""
@@ -416,7 +468,13 @@ def _rng_holders(sampler: Any, depth: int = 0) -> list[Any]:
 def check_sweep(config: dict[str, Any], folder: Path, warn: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``create``'s checks of a ``method: custom`` sweep for Optuna: (the config to store, with the source file's
     text kept in it, so agents elsewhere run the same code; the configs of a dry run). One ConfigError per problem:
-    a distribution Optuna cannot sample, the source file or a name in it missing, a function that raises."""
+    a distribution Optuna cannot sample, the source file or a name in it missing, a function that raises, a
+    ``metrics:`` objective with a target (the sweep's target is one metric's: ``metric.target``)."""
+    metrics = config.get("metrics") if isinstance(config.get("metrics"), list) else []
+    for i, metric in enumerate(metrics):
+        if isinstance(metric, dict) and "target" in metric:
+            raise ConfigError(f"key 'metrics.{i}.target': a target needs a single objective (metric:); a metrics: "
+                              "sweep runs to its run_cap, or until `ignite-sweep stop`")  # fmt: skip
     scheduler = dict(config.get("scheduler") or {})
     stored = dict(config)
     if scheduler.get("source"):

@@ -476,6 +476,22 @@ class LocalStore:
         rows = self._read("SELECT * FROM runs WHERE id = :id", id=run_id)
         return _run(rows[0]) if rows else None
 
+    def runs_after(self, sweep_id: str, seq: int) -> list[dict[str, Any]]:
+        """The sweep's runs made after its ``seq``-th, in order (what an engine that keeps the runs it read reads
+        next: a few rows, through the sweep's seq index)."""
+        rows = self._read("SELECT * FROM runs WHERE sweep_id = :s AND seq > :n ORDER BY seq", s=sweep_id, n=seq)
+        return [_run(r) for r in rows]
+
+    def runs_by_id(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """These runs as the store holds them now (any order; an unknown id is left out)."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start:start + 500]
+            names = {f"i{i}": run_id for i, run_id in enumerate(chunk)}
+            listed = ", ".join(f":{name}" for name in names)
+            found += [_run(r) for r in self._read(f"SELECT * FROM runs WHERE id IN ({listed})", **names)]
+        return found
+
     def insert_run(self, db: Any, run: dict[str, Any]) -> None:
         seq = self._exec(db, "SELECT COALESCE(MAX(seq), 0) + 1 FROM runs WHERE sweep_id = :s",
                          {"s": run["sweep_id"]}).scalar()  # fmt: skip
