@@ -23,6 +23,7 @@ from typing import Any
 
 from ignite_sweep import faults
 from ignite_sweep.backends.base import SweepRecord
+from ignite_sweep.execution.process import release_agent
 from ignite_sweep.execution.runs import Outcome, Run, Sink, StartError, TrainerRun, UserRun, failure, starting
 from ignite_sweep.states import Ending, end_state
 from ignite_sweep.store.sql import LocalStore
@@ -233,6 +234,7 @@ class LocalRuns:
         state, error = end_state(outcome.ending)
         summary = the_run.settled(outcome, state) if the_run is not None else outcome.summary
         store.end_run(run_id, state, summary, error=error)
+        release_agent()  # recorded: the agent goes on to the next run while this one finishes its wandb run
         if the_run is not None:
             the_run.finish(1 if outcome.ending.raised is not None or state == "interrupted" else 0)
         return 0  # the end was recorded; a non-zero exit means "crashed before recording"

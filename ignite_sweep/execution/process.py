@@ -233,6 +233,7 @@ class SharedNote:
 class ChildExit:
     code: int | None  # exit code, None when killed by a signal
     signal: int | None
+    released: int | None = None  # the pid of a child that released its agent and finishes on its own (reap it)
 
     @property
     def ok(self) -> bool:
@@ -295,17 +296,63 @@ class Interrupts:
                 signal.signal(s, handler)
 
 
+_release_fd: int | None = None  # in a run's child started with ``release``: where ``release_agent`` writes
+
+
+def release_agent() -> None:
+    """In a run's child, once its end is recorded: let the agent go on (claim and start the next run) while this
+    process finishes what is left (its wandb run, its exit). Nothing where the agent did not ask for it."""
+    global _release_fd
+    fd, _release_fd = _release_fd, None
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.write(fd, b"r")
+            os.close(fd)
+
+
+def _not_inherited() -> None:
+    """What a run's child forks (the keeper, a user's function) must not hold the agent's release pipe: its end
+    (EOF) is how the agent learns the child itself is gone."""
+    global _release_fd
+    fd, _release_fd = _release_fd, None
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+os.register_at_fork(after_in_child=_not_inherited)
+
+
+def reap(pid: int, block: bool = False) -> bool:
+    """Reap a released child (``ChildExit.released``); True once it is gone."""
+    try:
+        done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return bool(done)
+
+
 def run_in_child(
     target: Callable[[], int],
     interrupts: Interrupts,
     on_start: Callable[[int], None],
+    release: bool = False,
 ) -> ChildExit:
-    """Fork, run ``target`` in the child (its return value is the exit code), wait for it."""
+    """Fork, run ``target`` in the child (its return value is the exit code), wait for it.
+
+    With ``release`` the wait also ends when the child calls ``release_agent()`` (its end is recorded): the
+    result then has ``released`` (its pid, for ``reap``) and the child finishes on its own, no longer signalled
+    by ``interrupts``."""
+    global _release_fd
     sys.stdout.flush()
     sys.stderr.flush()
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC) if release else (None, None)  # CLOEXEC: a program never holds it
     pid = os.fork()
     if pid == 0:  # child
         code = 1
+        if read_fd is not None:
+            os.close(read_fd)
+            _release_fd = write_fd
         try:
             for sig in Interrupts.SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
@@ -321,6 +368,22 @@ def run_in_child(
             sys.stderr.flush()
             os._exit(code)
     interrupts.children.add(pid)
+    if read_fd is not None:
+        os.close(write_fd)
+        try:
+            on_start(pid)
+            if os.read(read_fd, 1) == b"r":  # released (signals still reach Interrupts: the read resumes after them)
+                interrupts.children.discard(pid)
+                return ChildExit(0, None, released=pid)
+        except BaseException:
+            interrupts.children.discard(pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+            raise
+        finally:
+            os.close(read_fd)
+        on_start = lambda _pid: None  # noqa: E731 - the child ended without releasing: wait for its exit below
     try:
         on_start(pid)
         if threading.current_thread() is threading.main_thread():
