@@ -4,12 +4,15 @@ overhead = (sweep wall time - the summed time spent inside Ignite's trainer.run,
 evaluation) / runs. Everything else counts as overhead: claiming the run (SQLite, or W&B's agent heartbeat),
 the sweep engine's suggestion, forking the child, loading the data, building the model, wandb.init/finish
 (offline), the checkpoint artifact and recording the result. The W&B backend runs against the local W&B API
-stand-in of the tests (the real SDK and agent protocol, no network): once with W&B's own 5 s heartbeat and once
-with 0.2 s, the same sweep side by side with the local backend. Last line: JSON with per_run_overhead_s for each.
+stand-in of the tests (the real SDK and agent protocol, no network): ``wandb`` is ignite-sweep's agent with its
+default settings (no IGNITE_SWEEP_WANDB_HEARTBEAT_S), ``wandb_cli_agent`` W&B's own ``wandb agent`` CLI on the same
+sweep (the registered command, ``python -m ignite_sweep.train ${args}``, one process per run), side by side with
+the local backend (``--backend both``: all three). Last line: JSON with per_run_overhead_s for each.
 With ``--kind program`` the sweep runs a trivial program of the user's own (``wandb.init``, one ``wandb.log``,
 ``finish``) as ``wandb agent`` would; its overhead is (wall - runs x the program run alone) / runs, the program run
 alone being measured in the same invocation (``program_alone_s``).
-Usage: python benchmarks/overhead.py [--runs 20] [--method grid|random|bayes] [--backend local|wandb|both]
+Usage: python benchmarks/overhead.py [--runs 20] [--method grid|random|bayes]
+                                     [--backend local|wandb|wandb_cli_agent|both]
                                      [--kind builtin|program] [--store URL]
 """
 
@@ -23,15 +26,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from local_sweep import run_sweep
+import yaml
+from local_sweep import run_sweep, wandb_stand_in
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--method", default="random", choices=["grid", "random", "bayes"])
-    parser.add_argument("--backend", default="local", choices=["local", "wandb", "both"])
+    parser.add_argument("--backend", default="local", choices=["local", "wandb", "wandb_cli_agent", "both"])
     parser.add_argument("--kind", default="builtin", choices=["builtin", "program"])
     parser.add_argument("--store", default=None, help="the local backend's store URL (default: a SQLite file)")
     args = parser.parse_args()
@@ -56,12 +61,14 @@ def main() -> None:
             "lr": lr,
         },
     }
-    settings = {"local": ("local", {}), "wandb_heartbeat_5s": ("wandb", {}),
-                "wandb_heartbeat_0.2s": ("wandb", {"IGNITE_SWEEP_WANDB_HEARTBEAT_S": "0.2"})}  # fmt: skip
-    chosen = {name: s for name, s in settings.items() if args.backend in ("both", s[0])}
+    os.environ.pop("IGNITE_SWEEP_WANDB_HEARTBEAT_S", None)  # "wandb" is the agent with its default settings
+    chosen = [name for name in ("local", "wandb", "wandb_cli_agent") if args.backend in ("both", name)]
     result = {}
-    for name, (backend, env) in chosen.items():
-        wall, status = run_sweep(sweep, backend=backend, env=env)
+    for name in chosen:
+        if name == "wandb_cli_agent":
+            wall, status = run_wandb_cli_agent(sweep)
+        else:
+            wall, status = run_sweep(sweep, backend=name)
         runs = status["runs"]
         inside = sum(r["summary"].get("run_time_s", 0.0) for r in runs)
         n = len(runs)
@@ -70,6 +77,27 @@ def main() -> None:
         result[name] = {"runs": n, "wall_s": round(wall, 2), "in_run_s": round(inside, 2),
                         "per_run_overhead_s": round((wall - inside) / n, 3)}  # fmt: skip
     print(json.dumps(result if len(result) > 1 else next(iter(result.values()))))
+
+
+def run_wandb_cli_agent(sweep: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """The same sweep created by ignite-sweep on the stand-in, run by W&B's own CLI agent (``wandb agent <id>``:
+    its registered command in a new process per run) until the controller says exit. (agent wall s, status)"""
+    with tempfile.TemporaryDirectory() as tmp, wandb_stand_in(Path(tmp)) as extra:
+        path = os.pathsep.join(p for p in (os.path.dirname(sys.executable), os.environ.get("PATH")) if p)
+        env = {**os.environ, "IGNITE_SWEEP_DIR": tmp, "WANDB_DIR": tmp, "WANDB_MODE": "offline",
+               "WANDB_SILENT": "true", "PATH": path, **extra}  # fmt: skip
+        file = Path(tmp) / "sweep.yaml"
+        file.write_text(yaml.safe_dump(sweep))
+        cli = [sys.executable, "-m", "ignite_sweep"]
+        created = subprocess.run([*cli, "create", str(file), "--backend", "wandb", "--project", "bench"], env=env,
+                                 check=True, capture_output=True, text=True)  # fmt: skip
+        sweep_id = created.stdout.strip().splitlines()[-1]
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "wandb", "agent", sweep_id], env=env, check=True, capture_output=True,
+                       cwd=tmp)  # fmt: skip
+        wall = time.perf_counter() - start
+        status = subprocess.run([*cli, "status", sweep_id, "--json"], env=env, check=True, capture_output=True)
+    return wall, json.loads(status.stdout)
 
 
 TRIVIAL = "import wandb\nrun = wandb.init()\nrun.log({'score': run.config['x']})\nrun.finish()\n"

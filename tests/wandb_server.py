@@ -10,8 +10,10 @@ Runs logged offline tell the server nothing: their state, summary and history ar
 files under ``root`` (``ignite_sweep/wandb_file.py``), as a later ``wandb sync`` would upload them. Online runs
 arrive over ``UpsertBucket`` and file_stream.
 
-Every request is logged (``log``); an operation the stand-in does not know is answered with a GraphQL error
-and recorded in ``unanswered``, and the fixture fails the test on it, so that SDK drift names the operation.
+Every request is logged (``log``), and every agent heartbeat with its wall-clock time and the runs it reported
+live (``heartbeats``: when an agent asks matters as much as what). An operation the stand-in does not know is
+answered with a GraphQL error and recorded in ``unanswered``, and the fixture fails the test on it, so that SDK
+drift names the operation.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ class WandbStandIn:
         self.runs: dict[str, Run] = {}
         self.agents: dict[str, dict[str, Any]] = {}
         self.log: list[str] = []
+        self.heartbeats: list[tuple[float, list[str]]] = []  # (time.time() received, runState's run ids)
         self.unanswered: list[str] = []
         self.refuse_keys = False  # answer 401, as W&B does to a key it does not know
         self.refuse_sweeps = False  # refuse to create sweeps (UpsertSweep without an id), as W&B may (permissions)
@@ -131,6 +134,7 @@ class WandbStandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall per answer
 
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
@@ -283,7 +287,9 @@ class WandbStandIn:
         if agent is None or agent["sweep"] not in self.sweeps:
             return 404, {"errors": [{"message": "agent or sweep not found"}]}
         sweep = self.sweeps[agent["sweep"]]
-        live = [name for name in json.loads(v.get("runState") or "{}") if name in self.runs]
+        reported = list(json.loads(v.get("runState") or "{}"))
+        self.heartbeats.append((time.time(), reported))
+        live = [name for name in reported if name in self.runs]
         commands = self.controller(sweep, live)
         return {"agentHeartbeat": {"agent": {"id": v["id"]}, "commands": json.dumps(commands)}}
 

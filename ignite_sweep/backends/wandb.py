@@ -1,7 +1,9 @@
 """The W&B backend: W&B's sweep controller decides, agents on any number of machines train.
 
-``create`` is ``wandb.sweep``; ``run_agent`` is ``wandb.agent`` with a function that builds TrainConfig
-from ``wandb.config``; ``runs``/``sweep`` read through ``wandb.Api``. The registered config carries a
+``create`` is ``wandb.sweep``; ``run_agent`` is ignite-sweep's own agent loop over W&B's agent protocol
+(``wandb_agent.py``: the next run starts as soon as the last one ended), each run a forked child whose ``trial``
+builds TrainConfig from ``wandb.config`` (a ``function=`` is ``wandb.agent``'s; a program sweep W&B's CLI agent
+logic); ``runs``/``sweep`` read through ``wandb.Api``. The registered config carries a
 ``command`` (``python -m ignite_sweep.train ${args}``), so the stock ``wandb agent <id>`` CLI runs the same
 training; W&B stops such a run with SIGTERM, which train() turns into a graceful ``engine.terminate()``.
 """
@@ -154,8 +156,9 @@ def split_id(sweep_id: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-def trial() -> dict[str, Any] | None:
-    """What ``wandb.agent`` calls for each run: wandb.config -> TrainConfig -> train()."""
+def trial(agent_interrupted: Callable[[], bool] | None = None) -> dict[str, Any] | None:
+    """One run of the sweep, in its own process: wandb.config -> TrainConfig -> train(). ``agent_interrupted`` says
+    whether the agent that started it was interrupted (a stop then means unfinished work, not a result)."""
     import wandb
 
     from ignite_sweep.execution.process import emit, interruption, run_ending
@@ -170,11 +173,14 @@ def trial() -> dict[str, Any] | None:
         emit({"event": "eval", "run": run.id, "epoch": metrics.get("epoch"), "metrics": metrics})
         return False
 
+    def unfinished(stopped_by: str | None) -> bool:  # stopped by a signal to the run or to its agent
+        return interruption(stopped_by, agent_interrupted is not None and agent_interrupted())
+
     try:
         cfg = TrainConfig.from_dict(params)
         # Ctrl-C or a closed terminal, not W&B's stop (a SIGTERM): unfinished work, recorded `interrupted` with a
         # non-zero exit. W&B's controller decides whether it is offered again.
-        summary = train(cfg, reporter=progress, interrupted=interruption)
+        summary = train(cfg, reporter=progress, interrupted=unfinished)
     except IgniteSweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         run.summary["error"] = str(exc)
@@ -193,6 +199,19 @@ def trial() -> dict[str, Any] | None:
     state = "failed" if status == "diverged" else status if status in ("stopped", "interrupted") else "finished"
     emit({"event": "end", "run": run.id, "state": state, "metrics": summary, "params": params})
     return summary
+
+
+def _run_trainer_agent(sid: str, entity: str, project: str, count: int | None, max_consecutive_failures: int,
+                       watchdog: ServerWatchdog, say: Callable[[str], None]) -> Any:  # fmt: skip
+    """The built-in trainer's runs, through ignite-sweep's own agent loop over W&B's agent protocol
+    (backends/wandb_agent.py): the next run starts as soon as the last one ended."""
+    from ignite_sweep.backends.wandb_agent import run_sweep_agent
+
+    def target(agent_interrupted: Callable[[], bool]) -> int:
+        return 0 if trial(agent_interrupted) is not None else 1
+
+    return run_sweep_agent(sid, entity, project, target, count=count, max_consecutive_failures=max_consecutive_failures,
+                           on_start=lambda pid: setattr(watchdog, "child", pid), say=say)  # fmt: skip
 
 
 def _upsert(config: dict[str, Any], project: str, entity: str) -> tuple[str | None, list[str]]:
@@ -261,37 +280,14 @@ class WandbBackend(Backend):
         if is_program_sweep(dict(api_sweep.config)):
             return self._run_program_agent(entity, project, sid, count, max_consecutive_failures)
 
-        from ignite_sweep.execution.process import Interrupts, run_in_child, warm_up
-
-        heartbeat = os.environ.get("IGNITE_SWEEP_WANDB_HEARTBEAT_S")
-        if heartbeat:  # W&B's agent takes a new run only on a heartbeat (every 5 s); tests shorten it
-            from wandb.agents import pyagent
-
-            pyagent.Agent.HEARTBEAT_SLEEP_SECONDS = float(heartbeat)
         _quiet_service_finalizer()
+        from ignite_sweep.execution.process import warm_up
+
         warm_up()  # torch, its compiler and wandb.init's imports once here, not again in every run's child
-        done = {"runs": 0}
         say = echo or (lambda line: print(line, file=sys.stderr))
         watchdog = ServerWatchdog(float(os.environ.get("IGNITE_SWEEP_WANDB_WATCHDOG_S", "10")))
-
-        def function() -> None:
-            # Each run in its own child process: a crash ends only that run, and W&B's stop (an exception
-            # raised into this thread) becomes a SIGTERM that the run turns into engine.terminate().
-            done["runs"] += 1
-            try:
-                outcome = run_in_child(lambda: 0 if trial() is not None else 1, Interrupts(),
-                                       on_start=lambda pid: setattr(watchdog, "child", pid))  # fmt: skip
-            except Exception as exc:
-                if type(exc) is Exception and not exc.args:  # W&B's agent stopping this run (stop, cancel, exit):
-                    return  # the run already ended gracefully; raised on, pyagent would print it and count a failure
-                raise
-            finally:
-                watchdog.child = None
-            if not outcome.ok:
-                say(f"run {os.environ.get('WANDB_RUN_ID', '?')}: {outcome.describe()}")
-
         with watchdog:
-            wandb.agent(sid, function=function, entity=entity, project=project, count=count)
+            result = _run_trainer_agent(sid, entity, project, count, max_consecutive_failures, watchdog, say)
         if watchdog.gone:
             folder = os.path.join(os.environ.get("WANDB_DIR", "."), "wandb")
             raise BackendError(
@@ -299,16 +295,22 @@ class WandbBackend(Backend):
                 f"{watchdog.interval_s:g} s apart unanswered): stopped; runs logged so far keep their local copies "
                 f"in {folder} (`wandb sync <run folder>` uploads one once the server is back)"
             )
-        return AgentResult(runs=done["runs"], reason="wandb agent finished")
+        if result.reason == "too many failures":
+            raise BackendError(
+                f"agent stopped: {result.failures} runs in a row failed or crashed (--max-consecutive-failures "
+                f"{max_consecutive_failures}); last: {result.last_failure}"
+            )
+        return AgentResult(runs=result.runs, reason=result.reason)
 
     def _run_program_agent(self, entity: str, project: str, sid: str, count: int | None,
                            max_consecutive_failures: int) -> AgentResult:  # fmt: skip
         """A program sweep: W&B's own CLI agent logic (what ``wandb agent`` runs), in this process, so that a pool
-        slot runs it with its GPU. The program, its macros, its stops (and ``WANDB_AGENT_KILL_DELAY``) are W&B's."""
-        import multiprocessing
-
+        slot runs it with its GPU. The program, its macros, its stops (and ``WANDB_AGENT_KILL_DELAY``) are W&B's;
+        only its sleep after a run has ended is cut short (``CliAgentWake``)."""
         import wandb
         from wandb import wandb_agent
+
+        from ignite_sweep.backends.wandb_agent import CliAgentWake
 
         heartbeat = os.environ.get("IGNITE_SWEEP_WANDB_HEARTBEAT_S")
         if heartbeat:  # W&B's CLI agent polls for commands every 5 s; tests shorten it
@@ -318,8 +320,10 @@ class WandbBackend(Backend):
         os.environ[wandb.env.SWEEP_ID] = sid
         # ${interpreter} is `python` on PATH: this agent's own Python first, as on the local backend
         os.environ["PATH"] = os.pathsep.join(p for p in (os.path.dirname(sys.executable), os.environ.get("PATH")) if p)
-        agent = wandb_agent.Agent(wandb.Api(), multiprocessing.Queue(), sweep_id=sid, count=count,
+        wake = CliAgentWake()  # its poll wait ends when a run's process has exited: the next run at once
+        agent = wandb_agent.Agent(wandb.Api(), wake, sweep_id=sid, count=count,
                                   max_consecutive_failed_runs=max_consecutive_failures)  # fmt: skip
+        wake.agent = agent
         try:
             agent.run()
         finally:
