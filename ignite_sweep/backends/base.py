@@ -5,8 +5,9 @@ Contract (each backend passes tests/test_backends.py):
 - ``create(config, project, entity) -> sweep_id``: register a validated W&B sweep config. The id is
   ``local/<8 chars>`` or ``entity/project/<id>``.
 - ``run_agent(sweep_id, count, max_consecutive_failures, slot)``: run runs until the sweep is exhausted,
-  ``count`` runs were done, the sweep is stopped, or the agent is interrupted. Each run trains through
-  ``ignite_sweep.train.train``. Returns an ``AgentResult``.
+  ``count`` runs were done, the sweep is stopped, or the agent is interrupted. Each run executes through the run
+  interface (``execution.runs``: the built-in trainer, a program, a function), its end state decided by
+  ``states.end_state``. Returns an ``AgentResult``.
 - ``runs(sweep_id) -> list[RunRecord]`` in creation order; ``sweep(sweep_id) -> SweepRecord``.
 - ``stop(sweep_id)``: no new runs; running runs finish (``wandb sweep --stop``).
 - ``cancel(sweep_id)``: no new runs; running runs are stopped now, gracefully (``wandb sweep --cancel``).

@@ -3,7 +3,9 @@
 A search engine (``ignite_sweep.search``: W&B's open-source ``sweeps`` engine for grid, random, bayes and
 hyperband) decides configs and early stops; this module enforces what the engine does not: the store's write lock
 and exactly-once claims, ``run_cap``, agent ``--count``, heartbeats, retries of crashed runs, re-runs of interrupted
-ones, machine faults. Runs are logged with wandb offline, grouped by the sweep's name.
+ones, machine faults. Each run executes in a child forked from the warm agent, driven through the run interface
+(``execution.runs``) by ``local_runs``; it releases the agent once its end is recorded, so the next run starts while
+it finishes its wandb run. Runs are logged with wandb offline, grouped by the sweep's name.
 """
 
 from __future__ import annotations

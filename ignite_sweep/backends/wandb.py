@@ -157,46 +157,38 @@ def split_id(sweep_id: str) -> tuple[str, str, str]:
 
 
 def trial(agent_interrupted: Callable[[], bool] | None = None) -> dict[str, Any] | None:
-    """One run of the sweep, in its own process: wandb.config -> TrainConfig -> train(). ``agent_interrupted`` says
-    whether the agent that started it was interrupted (a stop then means unfinished work, not a result)."""
+    """One run of the sweep, in its own process: wandb.config -> the built-in trainer, driven through the run
+    interface (``execution.runs.TrainerRun``), its end state decided by ``states.end_state`` as on the local
+    backend. ``agent_interrupted`` says whether the agent that started it was interrupted (a stop then means
+    unfinished work, not a result). W&B's controller decides stops: the sink only shows evaluations."""
     import wandb
 
-    from ignite_sweep.execution.process import emit, interruption, run_ending
-    from ignite_sweep.training.config import TrainConfig
-    from ignite_sweep.training.train import train
+    from ignite_sweep.execution.process import emit
+    from ignite_sweep.execution.runs import Sink, TrainerRun, failure
+    from ignite_sweep.states import end_state
 
     run = wandb.init()
     params = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
     emit({"event": "start", "run": run.id, "params": params})
-
-    def progress(metrics: dict[str, Any]) -> bool:  # W&B's controller decides stops; this only reports
-        emit({"event": "eval", "run": run.id, "epoch": metrics.get("epoch"), "metrics": metrics})
-        return False
-
-    def unfinished(stopped_by: str | None) -> bool:  # stopped by a signal to the run or to its agent
-        return interruption(stopped_by, agent_interrupted is not None and agent_interrupted())
-
     try:
-        cfg = TrainConfig.from_dict(params)
         # Ctrl-C or a closed terminal, not W&B's stop (a SIGTERM): unfinished work, recorded `interrupted` with a
         # non-zero exit. W&B's controller decides whether it is offered again.
-        summary = train(cfg, reporter=progress, interrupted=unfinished)
-    except IgniteSweepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        run.summary["error"] = str(exc)
-        run.finish(exit_code=1)
-        emit({"event": "end", "run": run.id, "state": "failed", "error": str(exc), "params": params})
-        return None
+        the_run = TrainerRun(params, run=run, agent_interrupted=agent_interrupted or (lambda: False))
+        the_run.start()
+        outcome = the_run.wait(Sink(run.id))
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        state, error = end_state(failure(exc, params))
+        if isinstance(exc, IgniteSweepError):
+            print(f"error: {exc}", file=sys.stderr)
         run.summary["error"] = error
         run.finish(exit_code=1)
-        emit({"event": "end", "run": run.id, "state": "failed", "error": error, "params": params})
+        emit({"event": "end", "run": run.id, "state": state, "error": error, "params": params})
+        if isinstance(exc, IgniteSweepError):
+            return None
         raise
-    run_ending()
+    summary = outcome.summary or {}
+    state, _error = end_state(outcome.ending)
     run.finish(exit_code=1 if summary["status"] in ("diverged", "interrupted") else 0)
-    status = summary["status"]
-    state = "failed" if status == "diverged" else status if status in ("stopped", "interrupted") else "finished"
     emit({"event": "end", "run": run.id, "state": state, "metrics": summary, "params": params})
     return summary
 
