@@ -80,6 +80,11 @@ def pause(root: Path, seconds: float) -> None:
     _start(root)
 
 
+def restart(root: Path) -> None:
+    """Start a server ``stop`` stopped, on the same port."""
+    _start(Path(root).resolve())
+
+
 def stop(root: Path) -> None:
     data = Path(root).resolve() / "data"
     if (data / "postmaster.pid").exists():
