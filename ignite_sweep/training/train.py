@@ -83,6 +83,17 @@ def build_optimizer(cfg: TrainConfig, model: Any) -> Any:
 
 def attach_lr_schedule(trainer: Any, optimizer: Any, cfg: TrainConfig, epoch_length: int) -> Any:
     """Per-iteration schedules through Ignite's param schedulers; returns the scheduler (None for "none")."""
+    built = build_lr_schedule(optimizer, cfg, epoch_length)
+    if built is None:
+        return None
+    scheduler, event = built
+    trainer.add_event_handler(event, scheduler)
+    return scheduler
+
+
+def build_lr_schedule(optimizer: Any, cfg: TrainConfig, epoch_length: int) -> tuple[Any, Any] | None:
+    """``cfg``'s schedule of ``optimizer``'s lr as an Ignite param scheduler and the trainer event it runs on
+    (a fused group calls each member's itself); None for "none"."""
     from ignite.engine import Events
     from ignite.handlers import CosineAnnealingScheduler, LRScheduler, create_lr_scheduler_with_warmup
     from torch.optim.lr_scheduler import StepLR
@@ -92,8 +103,7 @@ def attach_lr_schedule(trainer: Any, optimizer: Any, cfg: TrainConfig, epoch_len
         return None
     if cfg.lr_schedule == "step":
         scheduler = LRScheduler(StepLR(optimizer, step_size=cfg.lr_step_epochs * epoch_length, gamma=cfg.lr_gamma))
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, scheduler)
-        return scheduler
+        return scheduler, Events.ITERATION_COMPLETED
     warmup = round(cfg.warmup_epochs * epoch_length) if cfg.lr_schedule == "warmup-cosine" else 0
     cosine = CosineAnnealingScheduler(
         optimizer, "lr", start_value=cfg.lr, end_value=0.0, cycle_size=max(total - warmup, 2) + 1
@@ -102,8 +112,7 @@ def attach_lr_schedule(trainer: Any, optimizer: Any, cfg: TrainConfig, epoch_len
         cosine = create_lr_scheduler_with_warmup(
             cosine, warmup_start_value=0.0, warmup_end_value=cfg.lr, warmup_duration=warmup
         )
-    trainer.add_event_handler(Events.ITERATION_STARTED, cosine)
-    return cosine
+    return cosine, Events.ITERATION_STARTED
 
 
 class _Resumable:

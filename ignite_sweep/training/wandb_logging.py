@@ -36,16 +36,21 @@ class TrainEvents(EventEnum):
     SCALARS = "scalars"
 
 
-def start_run(cfg: TrainConfig, run: Any = None) -> tuple[Any, bool]:
-    """Reuse the given or active run (inside an agent) or start one. Returns (run, whether we own it)."""
+def start_run(cfg: TrainConfig, run: Any = None, alone: bool = True) -> tuple[Any, bool]:
+    """Reuse the given or active run (inside an agent) or start one. Returns (run, whether we own it).
+    Not ``alone`` (a member of a fused group): never the active run, and a run started here is one more of the
+    process's runs (``reinit="create_new"``)."""
     import wandb
 
-    run = run if run is not None else wandb.run
+    if run is None and alone:
+        run = wandb.run
     if run is not None:
         missing = {k: v for k, v in cfg.to_dict().items() if k not in run.config}
         run.config.update(missing)
         return run, False
-    run = wandb.init(project=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT), config=cfg.to_dict(), job_type="train")
+    more = {} if alone else {"reinit": "create_new"}
+    run = wandb.init(project=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT), config=cfg.to_dict(), job_type="train",
+                     **more)  # fmt: skip
     return run, True
 
 
@@ -79,12 +84,18 @@ def histograms(model: torch.nn.Module) -> dict[str, Any]:
     waits for the device), computed on the device for all tensors at once: two waits, the ranges and the counts.
     A range is one ``aminmax`` pass per tensor; only a tensor whose range is not finite (a NaN or an infinity in it:
     a diverging run) has its finite values masked out, in a third wait."""
+    named = list(model.named_parameters())
+    return tensor_histograms({name: p for name, p in named},
+                             {name: p.grad for name, p in named if p.grad is not None})  # fmt: skip
+
+
+def tensor_histograms(parameters: dict[str, torch.Tensor], gradients: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``histograms`` of named parameter and gradient tensors (a fused member's slices of the stacked ones)."""
     import torch
     import wandb
 
-    named = list(model.named_parameters())
-    tensors = [("parameters/" + name, p.detach()) for name, p in named]
-    tensors += [("gradients/" + name, p.grad.detach()) for name, p in named if p.grad is not None]
+    tensors = [("parameters/" + name, p.detach()) for name, p in parameters.items()]
+    tensors += [("gradients/" + name, g.detach()) for name, g in gradients.items()]
     tensors = [(name, tensor.reshape(-1).float()) for name, tensor in tensors if tensor.numel()]
     if not tensors:
         return {}

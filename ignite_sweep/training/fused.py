@@ -1,0 +1,592 @@
+"""Fused runs: K runs of one sweep trained together as one vmapped model, each still a run of its own.
+
+``can_fuse(cfgs)`` groups the configs that may train together and says, for the rest, why not (one line each);
+``train_fused(cfgs, ...)`` trains each group as ONE Ignite engine over stacked parameters
+(``torch.func.stack_module_state`` + ``functional_call`` + ``vmap(grad_and_value)``) and the rest with ``train()``,
+and returns one summary per config, in order, with the keys ``train()`` returns.
+
+A member trains as its run would alone (same init, same batches, same dropout masks, same update), so:
+
+- Shared by a group (``GROUP_KEYS``): everything that shapes the model or the batches: dataset, model and its
+  factory arguments, batch sizes, loss, optimizer type, device, log_interval, ``seed`` (train() seeds the weights and
+  the batch order with it: members with one seed have one init and one batch order, so one batch feeds them all) and
+  ``dropout`` (vmap draws one mask for all members, ``randomness="same"``: the mask each would draw alone, only if
+  they share the seed and the rate; a mask per rate cannot be drawn the way ``F.dropout`` draws it alone).
+- Per member: lr, momentum, weight_decay, nesterov, the lr schedule and its knobs, epochs, patience, metric.
+  The update is torch.optim's single-tensor SGD / Adam / AdamW (what torch.optim runs on the CPU) written over the
+  stacked tensors with per-member hyperparameter columns; the lr comes from each member's own torch.optim optimizer,
+  moved by its own Ignite scheduler, and that optimizer receives the member's state for its checkpoints (which an
+  unfused retry resumes).
+- Not fused, with a reason: compile, amp and channels_last on CUDA, a model or loss ``torch.func`` cannot trace.
+
+A member leaves the group when it diverges (a NaN or infinite loss: ``diverged``), its reporter stops it, early
+stopping ends it, or its epochs are done; its slice is dropped from the stacked tensors, so the rest run as a
+smaller group. Each member logs to its own wandb run the names ``train()`` logs, at the same steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ignite_sweep.training.config import EVAL_METRICS, TrainConfig
+from ignite_sweep.training.train import Reporter
+
+GROUP_KEYS = ("dataset", "model", "factory_args", "batch_size", "val_batch_size", "loss", "optimizer", "device",
+              "seed", "dropout", "log_interval", "data_dir", "download", "amp", "compile", "channels_last")  # fmt: skip
+"""What the members of one group share (see the module's docstring for why each)."""
+
+
+def group_key(cfg: TrainConfig) -> tuple[Any, ...]:
+    return tuple(repr(getattr(cfg, k)) for k in GROUP_KEYS)
+
+
+def static_reason(cfg: TrainConfig) -> str | None:
+    """Why ``cfg`` cannot be fused whatever it is grouped with; None when it may be."""
+    if cfg.compile:
+        return "compile: torch.compile is not fused (the run trains alone)"
+    if (cfg.amp or cfg.channels_last) and cfg.device != "cpu":
+        import torch
+
+        if torch.cuda.is_available():  # on the CPU train() ignores both
+            return "amp / channels_last on CUDA are not fused (the run trains alone)"
+    return None
+
+
+def can_fuse(cfgs: list[TrainConfig], probe: bool = True) -> tuple[list[list[int]], dict[int, str]]:
+    """Which configs train together: ``(groups, reasons)``, groups of 2 or more indices into ``cfgs`` and, for every
+    other index, one line saying why it trains alone. ``probe`` also traces each group's model and loss through
+    ``vmap(grad_and_value)`` on two samples (loads the data: do it in the process that trains; without it, only
+    the hyperparameters are compared, no torch computation)."""
+    reasons: dict[int, str] = {}
+    by_key: dict[tuple[Any, ...], list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        reason = static_reason(cfg)
+        if reason is not None:
+            reasons[i] = reason
+        else:
+            by_key.setdefault(group_key(cfg), []).append(i)
+    groups = []
+    for members in by_key.values():
+        if len(members) == 1:
+            (i,) = members
+            reasons[i] = _alone_reason(cfgs, i, [g[0] for g in by_key.values() if g != members])
+            continue
+        failure = trace_failure(cfgs[members[0]]) if probe else None
+        if failure is None:
+            groups.append(members)
+        else:
+            reasons.update({i: failure for i in members})
+    return groups, dict(sorted(reasons.items()))
+
+
+def _alone_reason(cfgs: list[TrainConfig], i: int, others: list[int]) -> str:
+    if not others:
+        return "no other run to fuse with"
+
+    def differ_from(j: int) -> list[str]:
+        return [k for k in GROUP_KEYS if getattr(cfgs[i], k) != getattr(cfgs[j], k)]
+
+    other = cfgs[min(others, key=lambda j: len(differ_from(j)))]  # the closest group
+    differ = [k for k in GROUP_KEYS if getattr(cfgs[i], k) != getattr(other, k)]
+    shown = ", ".join(f"{k} {getattr(cfgs[i], k)!r} (not {getattr(other, k)!r})" for k in differ[:3])
+    return f"different architecture-shaping hyperparameters: {shown}"
+
+
+def trace_failure(cfg: TrainConfig) -> str | None:
+    """None when two copies of ``cfg``'s model and loss go through ``vmap(grad_and_value)`` (the fused step) and a
+    vmapped evaluation; else why not, one line. The caller's RNG state is left as it was."""
+    import torch
+
+    try:
+        with torch.random.fork_rng():
+            group = _Stack(cfg, [cfg, cfg], _load(cfg))
+            x, y = group.data.train_x[:2], group.data.train_y[:2]
+            losses, _ = group.forward_backward(x, y)
+            group.evaluate_batch(x, y)
+            if losses.shape != (2,):
+                return f"loss '{cfg.loss}' does not return one number per member under vmap"
+    except Exception as exc:  # noqa: BLE001 - whatever torch.func refuses, the run trains alone
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return f"model '{cfg.model}' cannot be traced by torch.func ({type(exc).__name__}: {first})"
+    return None
+
+
+def _load(cfg: TrainConfig) -> Any:
+    from ignite_sweep.training.data import load_dataset
+    from ignite_sweep.training.train import resolve_device
+
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed, cfg.factory_kwargs("dataset"))
+    return data.to(resolve_device(cfg.device))
+
+
+class _Stack:
+    """The group's model: K members' parameters stacked (dim 0), one skeleton module on the meta device, the
+    vmapped step and evaluation, and the stacked optimizer. ``keep(positions)`` drops the other members' slices."""
+
+    def __init__(self, shared: TrainConfig, cfgs: list[TrainConfig], data: Any) -> None:
+        import torch
+        from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+        from ignite_sweep.training.models import build_model
+        from ignite_sweep.training.train import build_loss, build_optimizer
+
+        self.data, self.device = data, data.train_x.device
+        self.models, self.optimizers = [], []
+        for cfg in cfgs:  # each member's init as train() makes it: seeded, then built
+            torch.manual_seed(cfg.seed)
+            model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes, cfg.dropout,
+                                cfg.factory_kwargs("model")).to(self.device)  # fmt: skip
+            self.models.append(model)
+            self.optimizers.append(build_optimizer(cfg, model))
+        params, buffers = stack_module_state(self.models)
+        self.params = {k: v.detach() for k, v in params.items()}
+        self.buffers = buffers
+        self.skeleton = copy.deepcopy(self.models[0]).to("meta")
+        loss_fn = build_loss(shared.loss)
+
+        def loss(params: Any, buffers: Any, x: Any, y: Any) -> Any:
+            return loss_fn(functional_call(self.skeleton, (params, buffers), (x,)), y)
+
+        def predict(params: Any, buffers: Any, x: Any, y: Any) -> Any:
+            out = functional_call(self.skeleton, (params, buffers), (x,))
+            return out, loss_fn(out, y)
+
+        self._step = vmap(grad_and_value(loss), in_dims=(0, 0, None, None), randomness="same")
+        self._predict = vmap(predict, in_dims=(0, 0, None, None), randomness="same")
+        self.optimizer = StackedOptimizer(shared.optimizer, self.optimizers, self.params)
+        self.grads: dict[str, Any] = {}
+
+    def forward_backward(self, x: Any, y: Any) -> tuple[Any, dict[str, Any]]:
+        grads, losses = self._step(self.params, self.buffers, x, y)
+        return losses.detach(), grads
+
+    def step(self, x: Any, y: Any) -> Any:
+        """One training step of every member; returns the K losses (a tensor on the device)."""
+        import torch
+
+        losses, self.grads = self.forward_backward(x, y)
+        with torch.no_grad():
+            self.optimizer.step(self.params, self.grads)
+        return losses
+
+    def evaluate_batch(self, x: Any, y: Any) -> tuple[Any, Any]:
+        """Each member's number of correct predictions and mean loss on one batch (Ignite's Accuracy and Loss)."""
+        import torch
+
+        with torch.no_grad():
+            out, losses = self._predict(self.params, self.buffers, x, y)
+        return (out.argmax(dim=-1) == y).sum(dim=-1), losses
+
+    def grad_norms(self) -> Any:
+        """Each member's global L2 gradient norm (``torch.nn.utils.get_total_norm`` per member)."""
+        import torch
+
+        if not self.grads:
+            return torch.zeros(len(next(iter(self.params.values()))), device=self.device)
+        norms = [g.flatten(1).norm(dim=1) for g in self.grads.values()]
+        return torch.stack(norms).norm(dim=0)
+
+    def keep(self, positions: list[int]) -> None:
+        import torch
+
+        index = torch.tensor(positions, device=self.device)
+        self.params = {k: v.index_select(0, index) for k, v in self.params.items()}
+        self.buffers = {k: v.index_select(0, index) for k, v in self.buffers.items()}
+        self.grads = {k: v.index_select(0, index) for k, v in self.grads.items()}
+        self.models = [self.models[p] for p in positions]
+        self.optimizers = [self.optimizers[p] for p in positions]
+        self.optimizer.keep(positions, self.optimizers)
+
+    def materialize(self, position: int) -> None:
+        """Copy one member's slice into its own module and torch.optim optimizer (checkpoints, the W&B artifact)."""
+        import torch
+
+        model, optimizer = self.models[position], self.optimizers[position]
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(self.params[name][position])
+            for name, b in model.named_buffers():
+                if name in self.buffers:
+                    b.copy_(self.buffers[name][position])
+        self.optimizer.export(position, dict(model.named_parameters()), optimizer)
+
+
+class StackedOptimizer:
+    """torch.optim's single-tensor SGD, Adam and AdamW (``_single_tensor_sgd`` / ``_single_tensor_adam``, what
+    torch.optim runs on the CPU) over stacked tensors, each member's hyperparameters a column: the same operations
+    in the same order, so each member's update is its own optimizer's to rounding. The lr is read from each
+    member's torch.optim optimizer every step (its Ignite scheduler moves it there)."""
+
+    CONSTANT = frozenset({"weight_decay", "momentum", "nesterov", "one_minus_beta1", "beta2", "one_minus_beta2", "eps"})
+    """The columns that stay as they are from step to step (until a member leaves)."""
+
+    def __init__(self, kind: str, optimizers: list[Any], params: dict[str, Any]) -> None:
+        import torch
+
+        self._torch = torch
+        self._buffers: dict[str, tuple[Any, Any]] = {}
+        self.kind, self.steps = kind, 0
+        self.state: dict[str, dict[str, Any]] = {name: {} for name in params}
+        for group in (o.param_groups[0] for o in optimizers):
+            unsupported = [k for k in ("maximize", "amsgrad", "differentiable") if group.get(k)]
+            if group.get("dampening", 0) or unsupported:
+                raise ValueError(f"optimizer {kind} with {unsupported or 'dampening'} has no fused form")
+        self.keep(None, optimizers)
+
+    def keep(self, positions: list[int] | None, optimizers: list[Any]) -> None:
+        """Drop the state of the members not at ``positions`` (None: keep all)."""
+        if positions is not None:
+            for slot in self.state.values():
+                for k, v in slot.items():
+                    slot[k] = v.index_select(0, self._torch.tensor(positions, device=v.device))
+        self.optimizers = optimizers
+        groups = [o.param_groups[0] for o in optimizers]
+        self.hyper = {k: [float(g.get(k, 0.0)) for g in groups] for k in ("momentum", "weight_decay", "eps")}
+        self.hyper["nesterov"] = [bool(g.get("nesterov", False)) for g in groups]
+        self.betas = [tuple(float(b) for b in g.get("betas", (0.0, 0.0))) for g in groups]
+        self._columns: dict[tuple[str, int], Any] = {}
+
+    def _col(self, name: str, values: list[float], like: Any) -> Any:
+        """A per-member hyperparameter as a float32 column broadcasting over ``like`` (cached when constant)."""
+        key = (name, like.dim())
+        col = self._columns.get(key)
+        if col is None:
+            col = self._torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, *[1] * (like.dim() - 1))
+            if name in self.CONSTANT:
+                self._columns[key] = col
+        return col
+
+    def step(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
+        lrs = [o.param_groups[0]["lr"] for o in self.optimizers]
+        self.steps += 1
+        if self.kind == "sgd":
+            self._sgd(params, grads, lrs)
+        else:
+            self._adam(params, grads, lrs)
+
+    def _scratch(self, name: str, p: Any) -> tuple[Any, Any]:
+        """Two buffers like ``p`` for the temporaries (fresh group-sized tensors cost page faults on every step)."""
+        pair = self._buffers.get(name)
+        if pair is None or pair[0].shape != p.shape:
+            pair = self._buffers[name] = (self._torch.empty_like(p), self._torch.empty_like(p))
+        return pair
+
+    def _sgd(self, params: dict[str, Any], grads: dict[str, Any], lrs: list[float]) -> None:
+        torch, h = self._torch, self.hyper
+        decay, momentum, nesterov = any(h["weight_decay"]), any(h["momentum"]), any(h["nesterov"])
+        for name, p in params.items():
+            grad, (s1, s2) = grads[name], self._scratch(name, p)
+            if decay:  # grad.add(param, alpha=weight_decay); addcmul rounds as add with alpha does (one fma)
+                grad = torch.addcmul(grad, self._col("weight_decay", h["weight_decay"], p), p, out=s1)
+            if momentum:
+                m = self._col("momentum", h["momentum"], p)
+                buf = self.state[name].get("momentum_buffer")
+                if buf is None:  # the first step: a copy of the gradient
+                    buf = self.state[name]["momentum_buffer"] = grad.clone()
+                else:  # buf.mul_(momentum).add_(grad): a member without momentum gets 0 * buf + grad = grad
+                    buf.mul_(m).add_(grad)
+                if nesterov:  # grad.add(buf, alpha=momentum) where nesterov, else buf
+                    grad = torch.addcmul(grad, m, buf, out=s2)
+                    if not all(h["nesterov"]):
+                        flag = self._col("nesterov", [float(n) for n in h["nesterov"]], p)
+                        grad = torch.where(flag > 0, s2, buf, out=s2)
+                else:
+                    grad = buf
+            p.addcmul_(self._col("lr", [-lr for lr in lrs], p), grad)  # param.add_(grad, alpha=-lr)
+
+    def _adam(self, params: dict[str, Any], grads: dict[str, Any], lrs: list[float]) -> None:
+        torch, h, t = self._torch, self.hyper, self.steps
+        decay = any(h["weight_decay"])
+        step_size = [lr / (1 - b1**t) for lr, (b1, _) in zip(lrs, self.betas, strict=True)]
+        bc2_sqrt = [(1 - b2**t) ** 0.5 for _, b2 in self.betas]
+        for name, p in params.items():
+            grad, state, (s1, s2) = grads[name], self.state[name], self._scratch(name, p)
+            if decay and self.kind == "adamw":  # param.mul_(1 - lr * weight_decay)
+                p.mul_(self._col("decay", [1 - lr * wd for lr, wd in zip(lrs, h["weight_decay"], strict=True)], p))
+            elif decay:  # grad.add(param, alpha=weight_decay)
+                grad = torch.addcmul(grad, self._col("weight_decay", h["weight_decay"], p), p, out=s1)
+            if not state:
+                state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            exp_avg.lerp_(grad, self._col("one_minus_beta1", [1 - b1 for b1, _ in self.betas], p))
+            exp_avg_sq.mul_(self._col("beta2", [b2 for _, b2 in self.betas], p))  # .addcmul_(g, g, value=1 - b2)
+            exp_avg_sq.addcmul_(torch.mul(self._col("one_minus_beta2", [1 - b2 for _, b2 in self.betas], p), grad,
+                                          out=s2), grad)  # fmt: skip
+            denom = torch.sqrt(exp_avg_sq, out=s2).div_(self._col("bc2_sqrt", bc2_sqrt, p))
+            denom.add_(self._col("eps", h["eps"], p))  # (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+            update = torch.mul(self._col("step_size", [-s for s in step_size], p), exp_avg, out=s1)
+            p.add_(update.div_(denom))  # param.addcdiv_(exp_avg, denom, value=-step_size)
+
+    def export(self, position: int, named: dict[str, Any], optimizer: Any) -> None:
+        """One member's state into its torch.optim optimizer, as torch.optim would hold it after these steps."""
+        import torch
+
+        for name, p in named.items():
+            slot = self.state.get(name, {})
+            if self.kind == "sgd":
+                buf = slot.get("momentum_buffer")
+                has = buf is not None and self.hyper["momentum"][position]
+                optimizer.state[p] = {"momentum_buffer": buf[position].clone() if has else None}
+            elif slot:
+                optimizer.state[p] = {"step": torch.tensor(float(self.steps)),
+                                      "exp_avg": slot["exp_avg"][position].clone(),
+                                      "exp_avg_sq": slot["exp_avg_sq"][position].clone()}  # fmt: skip
+
+
+class _MemberState:
+    """One member's bookkeeping: what train() keeps in its ``state`` dict and its W&B run."""
+
+    def __init__(self, index: int, cfg: TrainConfig, reporter: Reporter | None, run: Any, owned: bool) -> None:
+        self.index, self.cfg, self.reporter, self.run, self.owned = index, cfg, reporter, run, owned
+        self.state: dict[str, Any] = {"status": "finished", "evaluated_at": -1, "best": {}, "last": {}}
+        self.leaving = False
+        self.summary: dict[str, Any] | None = None
+        self.iterations = 0
+        self.train_time = 0.0
+        metric_key = cfg.metric.split("/", 1)[1]
+        self.metric_key, self.sign = metric_key, 1.0 if EVAL_METRICS[cfg.metric] == "maximize" else -1.0
+
+    def score(self, _engine: Any = None) -> float:
+        return self.sign * float(self.state["last"][self.cfg.metric])
+
+
+def train_fused(cfgs: list[TrainConfig], reporters: list[Reporter | None] | None = None, runs: list[Any] | None = None,
+                checkpoint_dirs: list[str | Path | None] | None = None,
+                interrupted: Callable[[str | None], bool] | None = None,
+                on_alone: Callable[[int, str], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Train ``cfgs``: each group ``can_fuse`` finds as one fused engine, every other config with ``train()`` (after
+    ``on_alone(index, reason)``, or a line on stderr). ``reporters[i]``, ``runs[i]`` (a wandb run or a Future of one)
+    and ``checkpoint_dirs[i]`` are config i's, as train() takes them; ``interrupted`` as train()'s. Returns one
+    summary per config, in order."""
+    import sys
+
+    from ignite_sweep.training.train import train
+
+    n = len(cfgs)
+    reporters, runs = reporters or [None] * n, runs or [None] * n
+    checkpoint_dirs = checkpoint_dirs or [None] * n
+    groups, reasons = can_fuse(cfgs)
+    summaries: dict[int, dict[str, Any]] = {}
+    for group in groups:
+        done = _train_group([cfgs[i] for i in group], [reporters[i] for i in group], [runs[i] for i in group],
+                            [checkpoint_dirs[i] for i in group], interrupted)  # fmt: skip
+        summaries.update(zip(group, done, strict=True))
+    for i, reason in reasons.items():
+        if on_alone is not None:
+            on_alone(i, reason)
+        else:
+            print(f"run {i} trains alone: {reason}", file=sys.stderr)
+        summaries[i] = train(cfgs[i], reporter=reporters[i], run=runs[i], checkpoint_dir=checkpoint_dirs[i],
+                             interrupted=interrupted)  # fmt: skip
+    return [summaries[i] for i in range(n)]
+
+
+def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs: list[Any],
+                 checkpoint_dirs: list[str | Path | None],
+                 interrupted: Callable[[str | None], bool] | None) -> list[dict[str, Any]]:  # fmt: skip
+    """One fused group (``can_fuse`` said so): one trainer Engine, one evaluator Engine, K wandb runs."""
+    import tempfile
+
+    import torch
+    from ignite.engine import Engine, Events
+    from ignite.handlers import Checkpoint, DiskSaver, EarlyStopping, ModelCheckpoint, Timer
+
+    from ignite_sweep.training.data import TensorBatches
+    from ignite_sweep.training.train import StopSignal, _Resumable, build_lr_schedule
+    from ignite_sweep.training.wandb_logging import finish_run, start_run, tensor_histograms
+
+    shared = cfgs[0]
+    data = _load(shared)
+    stack = _Stack(shared, cfgs, data)  # seeds and builds each member as train() does: the RNG is now train()'s
+    train_batches = TensorBatches(data.train_x, data.train_y, shared.batch_size, shuffle=True, seed=shared.seed)
+    val_batches = TensorBatches(data.val_x, data.val_y, shared.val_batch_size, shuffle=False)
+    epoch_length = len(train_batches)
+    members = []
+    for i, cfg in enumerate(cfgs):
+        run, owned = start_run(cfg, runs[i].result() if hasattr(runs[i], "result") else runs[i], alone=False)
+        members.append(_MemberState(i, cfg, reporters[i], run, owned))
+    active = list(members)  # position p in the stack is active[p]
+
+    def step(_engine: Any, batch: Any) -> Any:
+        return stack.step(*batch)
+
+    trainer = Engine(step)
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda _: stack.skeleton.train())
+    timer = Timer(average=False)
+    timer.attach(trainer, start=Events.STARTED, resume=Events.EPOCH_STARTED, pause=Events.EPOCH_COMPLETED)
+
+    # Per member: its lr schedule (on its own torch.optim optimizer), early stopping, checkpoints
+    for m, optimizer in zip(members, stack.optimizers, strict=True):
+        m.schedule = build_lr_schedule(optimizer, m.cfg, epoch_length)
+        m.stopper = Engine(lambda *_: None)  # what EarlyStopping terminates; its flag says the member ends
+        m.early = EarlyStopping(m.cfg.patience, m.score, m.stopper) if m.cfg.patience > 0 else None
+        best_dir = Path(m.run.dir).parent / "checkpoints" if m.run is not None else Path(tempfile.mkdtemp())
+        m.checkpoint = ModelCheckpoint(str(best_dir), filename_prefix="best", n_saved=1, score_function=m.score,
+                                       score_name=m.metric_key, global_step_transform=lambda *_: trainer.state.epoch,
+                                       require_empty=False)  # fmt: skip
+        m.saver = None
+        if checkpoint_dirs[m.index] is not None:
+            to_save = {"trainer": m.stopper, "model": stack.models[m.index], "optimizer": optimizer,
+                       "bookkeeping": _Resumable(m.state, train_batches)}  # fmt: skip
+            if m.schedule is not None:
+                to_save["lr_scheduler"] = m.schedule[0]
+            if m.early is not None:
+                to_save["early_stopping"] = m.early
+            disk = DiskSaver(str(checkpoint_dirs[m.index]), require_empty=False, create_dir=True)
+            m.saver = Checkpoint(to_save, disk, filename_prefix="resume", n_saved=1,
+                                 global_step_transform=lambda *_: trainer.state.epoch)  # fmt: skip
+
+    def run_schedules(event: Any) -> Callable[[Any], None]:
+        def handler(engine: Any) -> None:
+            for m in active:
+                if m.schedule is not None and m.schedule[1] == event:
+                    m.schedule[0](engine)
+
+        return handler
+
+    trainer.add_event_handler(Events.ITERATION_STARTED, run_schedules(Events.ITERATION_STARTED))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, run_schedules(Events.ITERATION_COMPLETED))
+
+    log_every = max(1, shared.log_interval)
+    hist_every = 10 * log_every
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def log_scalars(engine: Any) -> None:  # train()'s fetch_scalars + TerminateOnNan + log_train, per member
+        it = engine.state.iteration
+        if it % log_every:
+            return
+        losses, norms = torch.stack([engine.state.output.float(), stack.grad_norms().float()]).tolist()
+        for p, m in enumerate(active):
+            row = {"train/loss": losses[p], "train/lr": stack.optimizers[p].param_groups[0]["lr"],
+                   "train/grad_norm": norms[p]}  # fmt: skip
+            if it % hist_every == 0:
+                row.update(tensor_histograms({k: v[p] for k, v in stack.params.items()},
+                                             {k: v[p] for k, v in stack.grads.items()}))  # fmt: skip
+            m.run.log(row, step=it)
+            if not math.isfinite(losses[p]):
+                m.state["status"], m.leaving = "diverged", True
+        leave(engine)
+
+    def evaluate(members_now: list[Any]) -> None:
+        """One pass over the validation batches for the active members, then each one's handlers as train()'s
+        evaluator runs them: W&B, best metrics, best checkpoint, early stopping, resume checkpoint, reporter."""
+        positions = [active.index(m) for m in members_now]
+        correct = torch.zeros(len(active), dtype=torch.long, device=stack.device)
+        loss_sum = torch.zeros(len(active), device=stack.device)
+        seen = 0
+        stack.skeleton.eval()
+        for x, y in val_batches:
+            right, losses = stack.evaluate_batch(x, y)
+            correct += right
+            loss_sum += losses * len(y)
+            seen += len(y)
+        stack.skeleton.train()
+        accuracy, loss = (correct.double() / seen).tolist(), (loss_sum.double() / seen).tolist()
+        it = trainer.state.iteration
+        for p in positions:
+            m = active[p]
+            m.state["evaluated_at"] = it
+            metrics = {"val/loss": loss[p], "val/accuracy": accuracy[p]}
+            m.run.log({**metrics, "epoch": trainer.state.epoch}, step=it)
+            m.state["last"] = metrics
+            best = m.state["best"]
+            best["val/accuracy"] = max(best.get("val/accuracy", -math.inf), metrics["val/accuracy"])
+            best["val/loss"] = min(best.get("val/loss", math.inf), metrics["val/loss"])
+            stack.materialize(p)
+            m.checkpoint(trainer, {"model": stack.models[p]})
+            if m.early is not None:
+                m.early(trainer)
+                if m.stopper.should_terminate and m.state["status"] == "finished":
+                    m.state["status"], m.leaving = "early-stopped", True
+            if m.saver is not None and it % epoch_length == 0:
+                m.stopper.state.iteration, m.stopper.state.epoch_length = it, epoch_length
+                m.stopper.state.max_epochs, m.stopper.state.epoch = m.cfg.epochs, it // epoch_length
+                m.saver(trainer)
+            if m.reporter is not None:
+                report = {**metrics, **{f"best/{k}": v for k, v in best.items()}, "epoch": trainer.state.epoch,
+                          "iteration": it}  # fmt: skip
+                if m.reporter(report) and m.state["status"] == "finished":
+                    m.state["status"], m.state["stopped_by"], m.leaving = "stopped", "sweep", True
+            if trainer.state.epoch >= m.cfg.epochs and it % epoch_length == 0:
+                m.leaving = True
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def end_of_epoch(engine: Any) -> None:
+        finite = torch.isfinite(engine.state.output).tolist()
+        for m, ok in zip(active, finite, strict=True):
+            if not ok:
+                m.state["status"], m.leaving = "diverged", True
+        leave(engine)
+        if active:
+            evaluate(list(active))
+            leave(engine)
+
+    def leave(engine: Any) -> None:
+        gone = [m for m in active if m.leaving]
+        if not gone:
+            return
+        stay = [p for p, m in enumerate(active) if not m.leaving]
+        for m in gone:
+            finish(m, engine.state.iteration)
+        if stay:
+            stack.keep(stay)
+            engine.state.output = engine.state.output[torch.tensor(stay, device=stack.device)]
+        active[:] = [active[p] for p in stay]
+        if not active:
+            engine.terminate()
+
+    def finish(m: _MemberState, iteration: int) -> None:
+        """The member's summary (train()'s keys) and the end of its wandb run."""
+        state = m.state
+        if iteration >= m.cfg.epochs * epoch_length and state["status"] in ("stopped", "early-stopped"):
+            state["status"] = "finished"  # the stop came after its last epoch: nothing was cut short
+        if state["status"] == "stopped" and interrupted is not None and interrupted(state.get("stopped_by")):
+            state["status"] = "interrupted"
+        train_time = timer.value()
+        m.summary = {
+            "status": state["status"], "stopped_by": state.get("stopped_by"),
+            "epochs_completed": iteration // epoch_length,
+            **{f"best/{k}": v for k, v in state["best"].items()}, **state["last"],
+            "iterations": iteration, "resumed_epoch": None, "train_time_s": train_time,
+            "run_time_s": time.perf_counter() - started,
+            "samples_per_s": iteration * shared.batch_size / train_time if train_time else 0.0,
+            "fused": len(members),
+        }  # fmt: skip
+        best_file = Path(m.checkpoint.last_checkpoint) if m.checkpoint.last_checkpoint else None
+        m.summary["checkpoint"] = str(best_file) if best_file else None
+        finish_run(m.run, m.summary, best_file, m.owned)
+
+    def request_stop() -> None:  # SIGTERM, SIGHUP or Ctrl-C stop every member
+        for m in active:
+            if m.state["status"] == "finished":
+                m.state["status"], m.state["stopped_by"] = "stopped", stop.requested
+        trainer.terminate()
+
+    stop = StopSignal(request_stop)
+    started = time.perf_counter()
+    with stop.installed():
+        try:
+            trainer.run(train_batches, max_epochs=max(cfg.epochs for cfg in cfgs))
+        except BaseException:
+            for m in active:
+                m.state["status"] = "failed"
+            raise
+        finally:
+            stop.on_stop = lambda: None
+            it = trainer.state.iteration
+            if active and trainer.state.output is not None:  # a run stopped mid-epoch still gets its metrics
+                for m, ok in zip(active, torch.isfinite(trainer.state.output).tolist(), strict=True):
+                    if not ok and m.state["status"] != "failed":
+                        m.state["status"] = "diverged"
+                pending = [m for m in active if m.state["evaluated_at"] != it and m.state["status"] != "diverged"]
+                if pending and all(m.state["status"] != "failed" for m in active):
+                    evaluate(pending)
+            for m in active:
+                finish(m, it)
+            active.clear()
+    return [m.summary or {} for m in members]

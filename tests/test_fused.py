@@ -1,0 +1,209 @@
+"""Fused runs (training/fused.py): each member trains as its run would alone, on real Ignite engines and the bundled
+digits. A member's val/accuracy and val/loss after every epoch equal its unfused train() run's (same seed: same init,
+batches and dropout masks) within 1e-4; a member that diverges or is stopped leaves, the others stay equal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import offline_runs
+
+from ignite_sweep.training.config import TrainConfig
+from ignite_sweep.training.fused import can_fuse, train_fused
+from ignite_sweep.training.train import train
+from ignite_sweep.wandb_file import history, records, run_file, summary
+
+BASE = {"dataset": "digits", "model": "mlp", "epochs": 2, "val_batch_size": 512, "log_interval": 20}
+TOLERANCE = 1e-4
+
+
+def configs(*variants: dict[str, Any]) -> list[TrainConfig]:
+    return [TrainConfig.from_dict({**BASE, **v}) for v in variants]
+
+
+class Collect:
+    """A reporter that keeps every evaluation and stops the run after ``stop_after`` of them."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.stop_after = stop_after
+
+    def __call__(self, metrics: dict[str, Any]) -> bool:
+        self.seen.append(metrics)
+        return self.stop_after is not None and len(self.seen) >= self.stop_after
+
+
+def assert_equal_to_unfused(cfg: TrainConfig, fused: Collect, summary_: dict[str, Any]) -> None:
+    alone = Collect(fused.stop_after)
+    expected = train(cfg, reporter=alone)
+    assert [m["epoch"] for m in fused.seen] == [m["epoch"] for m in alone.seen]
+    for mine, theirs in zip(fused.seen, alone.seen, strict=True):
+        for name in ("val/accuracy", "val/loss"):
+            assert mine[name] == pytest.approx(theirs[name], abs=TOLERANCE), (cfg, mine["epoch"], name)
+    for key in ("status", "epochs_completed", "iterations", "stopped_by"):
+        assert summary_[key] == expected[key], key
+    assert set(expected) <= set(summary_)
+
+
+@pytest.fixture
+def no_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # the equivalence tests read metrics, not W&B files
+    torch.set_num_threads(1)
+
+
+def test_sgd_members_momentum_nesterov_weight_decay_and_a_schedule_equal_their_unfused_runs(no_wandb: None) -> None:
+    cfgs = configs({"lr": 0.02, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
+                   {"lr": 0.01, "momentum": 0.0},
+                   {"lr": 0.03, "momentum": 0.5, "lr_schedule": "cosine"})  # fmt: skip
+    reporters = [Collect() for _ in cfgs]
+    summaries = train_fused(cfgs, reporters=reporters)
+    assert [s["fused"] for s in summaries] == [3, 3, 3]  # one group
+    for cfg, reporter, result in zip(cfgs, reporters, summaries, strict=True):
+        assert_equal_to_unfused(cfg, reporter, result)
+
+
+def test_adam_and_adamw_members_with_weight_decay_and_schedules_equal_their_unfused_runs(no_wandb: None) -> None:
+    cfgs = configs({"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-3},
+                   {"optimizer": "adam", "lr": 3e-3, "lr_schedule": "step", "lr_step_epochs": 1},
+                   {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-2},
+                   {"optimizer": "adamw", "lr": 2e-3, "lr_schedule": "warmup-cosine", "warmup_epochs": 0.5},
+                   )  # fmt: skip
+    groups, reasons = can_fuse(cfgs)
+    assert groups == [[0, 1], [2, 3]] and not reasons  # the optimizer type shapes a group
+    reporters = [Collect() for _ in cfgs]
+    summaries = train_fused(cfgs, reporters=reporters)
+    for cfg, reporter, result in zip(cfgs, reporters, summaries, strict=True):
+        assert_equal_to_unfused(cfg, reporter, result)
+
+
+@pytest.mark.parametrize(
+    ("kind", "members"),
+    [("sgd", [{"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}, {"lr": 0.01, "momentum": 0.0},
+              {"lr": 0.02, "momentum": 0.5}]),
+     ("adam", [{"lr": 1e-3, "weight_decay": 1e-3}, {"lr": 3e-3}]),
+     ("adamw", [{"lr": 1e-3, "weight_decay": 1e-2}, {"lr": 2e-3}])],
+)  # fmt: skip
+def test_the_stacked_optimizer_is_torch_optims_update_bit_for_bit(kind: str, members: list[dict[str, Any]]) -> None:
+    """Each member's slice after 5 steps (its lr changed between them, as a schedule does) is what its own
+    torch.optim optimizer makes of the same gradients, to the bit."""
+    from ignite_sweep.training.fused import StackedOptimizer
+
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(5)]
+    make = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[kind]
+    alone = [[torch.nn.Parameter(t.clone()) for t in start] for _ in members]
+    optimizers = [make(params, **hp) for params, hp in zip(alone, members, strict=True)]
+    stacked = {f"p{i}": torch.stack([params[i].detach() for params in alone]) for i in range(len(start))}
+    fused = StackedOptimizer(kind, optimizers, stacked)
+    for step in range(5):
+        grads = {name: torch.randn_like(t) for name, t in stacked.items()}
+        for k, (params, optimizer) in enumerate(zip(alone, optimizers, strict=True)):
+            optimizer.param_groups[0]["lr"] *= 0.9 if step else 1.0
+            for i, p in enumerate(params):
+                p.grad = grads[f"p{i}"][k].clone()
+            optimizer.step()
+        with torch.no_grad():
+            fused.step(stacked, grads)
+    for k, params in enumerate(alone):
+        for i, p in enumerate(params):
+            assert torch.equal(stacked[f"p{i}"][k], p.detach()), (kind, members[k], i)
+
+
+def test_a_member_stopped_by_its_reporter_leaves_and_the_others_stay_equal(no_wandb: None) -> None:
+    cfgs = configs({"lr": 0.01, "momentum": 0.9}, {"lr": 0.02, "momentum": 0.5}, {"lr": 0.02, "epochs": 1})
+    reporters = [Collect(stop_after=1), Collect(), Collect()]  # hyperband stops member 0 after its first epoch
+    summaries = train_fused(cfgs, reporters=reporters)
+    assert summaries[0]["status"] == "stopped" and summaries[0]["stopped_by"] == "sweep"
+    assert summaries[0]["epochs_completed"] == 1 and len(reporters[0].seen) == 1
+    assert summaries[2]["status"] == "finished" and summaries[2]["epochs_completed"] == 1  # fewer epochs: leaves
+    for cfg, reporter, result in zip(cfgs, reporters, summaries, strict=True):
+        assert_equal_to_unfused(cfg, reporter, result)
+
+
+def test_a_nan_member_ends_diverged_and_the_others_stay_equal(no_wandb: None) -> None:
+    cfgs = configs({"lr": 1e6, "momentum": 0.9}, {"lr": 0.01, "momentum": 0.9})
+    reporters = [Collect(), Collect()]
+    summaries = train_fused(cfgs, reporters=reporters)
+    assert summaries[0]["status"] == "diverged" and summaries[0]["iterations"] < 203
+    for cfg, reporter, result in zip(cfgs, reporters, summaries, strict=True):
+        assert_equal_to_unfused(cfg, reporter, result)  # the NaN one too: it diverges at the same iteration
+
+
+def test_a_fused_members_wandb_history_has_every_name_an_unfused_run_logs(offline_wandb: Path) -> None:
+    cfgs = configs({"epochs": 1, "log_interval": 10, "lr": 0.02}, {"epochs": 1, "log_interval": 10, "lr": 0.05})
+    train(cfgs[0])
+    (alone_dir,) = offline_runs(offline_wandb)
+    summaries = train_fused(cfgs)
+    fused_dirs = [d for d in offline_runs(offline_wandb) if d != alone_dir]
+    assert len(fused_dirs) == 2 and all(s["status"] == "finished" for s in summaries)
+
+    def logged(run_dir: Path) -> tuple[dict[str, list[int]], dict[str, Any], set[str]]:
+        steps: dict[str, list[int]] = {}
+        for row in history(run_file(run_dir)):
+            for name in row:
+                steps.setdefault(name, []).append(row["_step"])
+        kinds = {r.WhichOneof("record_type") for r in records(run_file(run_dir))}
+        return steps, summary(run_file(run_dir)), kinds
+
+    alone_steps, alone_summary, alone_kinds = logged(alone_dir)
+    assert "artifact" in alone_kinds
+    by_lr = {}
+    for run_dir in fused_dirs:
+        steps, final, kinds = logged(run_dir)
+        assert set(steps) - {"_runtime", "_timestamp"} == set(alone_steps) - {"_runtime", "_timestamp"}
+        assert {k: v for k, v in steps.items() if not k.startswith("_")} == {
+            k: v for k, v in alone_steps.items() if not k.startswith("_")}  # same names at the same steps
+        assert {k for k in alone_summary if not k.startswith("_")} <= set(final)
+        assert "artifact" in kinds  # the best checkpoint, a model artifact
+        by_lr[final["status"], round(float(history(run_file(run_dir))[0]["train/lr"]), 6)] = final
+    assert set(by_lr) == {("finished", 0.02), ("finished", 0.05)}  # each member its own run
+    first = [r for r in history(run_file(alone_dir)) if "val/accuracy" in r]
+    same = [r for d in fused_dirs for r in history(run_file(d)) if "val/accuracy" in r]
+    assert any(r["val/accuracy"] == pytest.approx(first[0]["val/accuracy"], abs=TOLERANCE) for r in same)
+
+
+def untraceable(in_channels: int, image_size: tuple[int, int], num_classes: int, dropout: float) -> torch.nn.Module:
+    """A model torch.func cannot vmap: its forward branches on a value of the data."""
+
+    class Branching(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(in_channels * image_size[0] * image_size[1], num_classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.fc(x.flatten(1))
+            if out.sum() > 0:  # data-dependent control flow
+                out = out * 2
+            return torch.log_softmax(out, dim=-1)
+
+    return Branching()
+
+
+def test_can_fuse_gives_the_fallback_reason_and_the_run_trains_alone(no_wandb: None) -> None:
+    untraceable_ = {"model": "test_fused:untraceable", "epochs": 1}
+    cfgs = configs(untraceable_, {**untraceable_, "lr": 0.1}, {"batch_size": 32}, {"lr": 0.1}, {"lr": 0.2})
+    groups, reasons = can_fuse(cfgs)
+    assert groups == [[3, 4]]
+    assert "model 'test_fused:untraceable' cannot be traced by torch.func" in reasons[0], reasons
+    assert reasons[0] == reasons[1] and "\n" not in reasons[0]
+    assert reasons[2] == "different architecture-shaping hyperparameters: batch_size 32 (not 64)", reasons[2]
+    told: list[tuple[int, str]] = []
+    summaries = train_fused(cfgs[:2], on_alone=lambda i, why: told.append((i, why)))
+    assert [i for i, _ in told] == [0, 1] and all(s["status"] == "finished" and "fused" not in s for s in summaries)
+
+
+def test_a_fused_members_resume_checkpoint_is_one_an_unfused_retry_resumes(no_wandb: None, tmp_path: Path) -> None:
+    """A retry may run unfused: it resumes a member's checkpoint (model, optimizer state, lr schedule, RNG, epoch)
+    and ends where the uninterrupted unfused run ends."""
+    cfgs = configs({"epochs": 1, "lr": 0.01, "momentum": 0.9}, {"epochs": 1, "lr": 0.02, "lr_schedule": "cosine"})
+    train_fused(cfgs, checkpoint_dirs=[tmp_path / "a", tmp_path / "b"])
+    assert "resume_checkpoint_1.pt" in [p.name for p in (tmp_path / "a").iterdir()]
+    two_epochs = configs({"lr": 0.01, "momentum": 0.9})[0]
+    resumed = train(two_epochs, resume_from=tmp_path / "a")
+    whole = train(two_epochs)
+    assert resumed["resumed_epoch"] == 1 and resumed["epochs_completed"] == 2
+    for name in ("val/accuracy", "val/loss"):
+        assert resumed[name] == pytest.approx(whole[name], abs=TOLERANCE)
