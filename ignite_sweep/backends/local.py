@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import secrets
 import signal
 import string
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,21 +52,6 @@ def _waiting_for(finishing: list[int]) -> Any:
     finally:
         for pid in finishing:
             reap(pid, block=True)
-
-
-class _Ahead:
-    """A claim made ahead (``LocalBackend._claim_ahead``), taken once."""
-
-    def __init__(self, result: Callable[[], tuple[dict[str, Any] | None, str] | None] | None = None) -> None:
-        self._result = result
-
-    @property
-    def pending(self) -> bool:
-        return self._result is not None
-
-    def take(self) -> tuple[dict[str, Any] | None, str] | None:
-        result, self._result = self._result, None
-        return result() if result is not None else None
 
 
 def _new_id() -> str:
@@ -313,25 +296,12 @@ class LocalBackend(Backend):
                 f"sweep '{sweep_id}' was made for a function (its parameters are its own): "
                 "run it with ignite_sweep.agent(sweep_id, function=...), or give it a program"
             )
-        ahead = _Ahead()
         if not program:  # a program imports what it needs itself: no torch in the agent
-            ahead = self._claim_ahead(sweep_id, slot, gpu)  # the first claim, beside torch's imports
-            with self._unstarted(ahead, failing_only=True):
-                warm_up("sweeps")
+            warm_up("sweeps")
         else:
             from ignite_sweep.execution.program import warm_up_programs
 
             warm_up_programs()
-        # the engine's imports (scipy, about a second) in this process while the first run trains: the thread starts
-        # once that run is forked, and is joined before anything else is (a fork amid an import deadlocks)
-        importer = threading.Thread(target=self.engine(self.store.sweep(short_id(sweep_id))).warm_up, daemon=True,
-                                    name="ignite-sweep-engine-imports")  # fmt: skip
-
-        def started(run_id: str, pid: int) -> None:
-            self.store.set_pid(run_id, pid)
-            if importer.ident is None and not program:
-                importer.start()
-
         runs = LocalRuns(self)
         if function is not None:
             trial: Callable[..., int] = functools.partial(runs.program_run, function=function)
@@ -341,7 +311,7 @@ class LocalBackend(Backend):
         finishing: list[int] = []  # runs that recorded their end and are finishing their wandb run
         states: dict[str, int] = {}
         done, failures, without_metric, reason, waiting = 0, 0, 0, "", False
-        with self._faults_stop_the_agent(), interrupts.installed(), _waiting_for(finishing), self._unstarted(ahead):
+        with self._faults_stop_the_agent(), interrupts.installed(), _waiting_for(finishing):
             while True:
                 if interrupts.requested:
                     reason = "interrupted"
@@ -349,12 +319,7 @@ class LocalBackend(Backend):
                 if count is not None and done >= count:
                     reason = f"--count {count} reached"
                     break
-                claimed = ahead.take()
-                if claimed is None:
-                    if importer.ident is not None:
-                        importer.join()  # nothing is forked while a thread imports
-                    claimed = self.claim(sweep_id, slot=slot, gpu=gpu)
-                run, reason = claimed
+                run, reason = self.claim(sweep_id, slot=slot, gpu=gpu)
                 if run is None and reason == PAUSED:  # as W&B's agent does: wait for `resume`
                     if not waiting:
                         say(f"sweep is paused: waiting (ignite-sweep resume {sweep_id}; Ctrl-C to leave)")
@@ -371,7 +336,7 @@ class LocalBackend(Backend):
                 outcome = run_in_child(
                     lambda run=run: trial(sweep, run, interrupts.interrupted),
                     interrupts,
-                    on_start=lambda pid, run=run: started(run["id"], pid),
+                    on_start=lambda pid, run=run: self.store.set_pid(run["id"], pid),
                     release=True,  # once its end is recorded: the next run starts while it finishes its wandb run
                 )
                 finishing[:] = [pid for pid in finishing if not reap(pid)]
@@ -413,52 +378,6 @@ class LocalBackend(Backend):
                         f"(--max-consecutive-failures {max_consecutive_failures}); last error: {row.get('error')}"
                     )
         return AgentResult(runs=done, reason=reason, states=states)
-
-    def _claim_ahead(self, sweep_id: str, slot: str | None, gpu: str | None) -> _Ahead:
-        """The agent's first claim, made in a forked process while this one warms up (torch's imports and the
-        engine's, about a second, on two cores at once). Its ``take()`` gives (run, reason), or None when it
-        failed (the agent then claims itself and says why, as always). The run is in the store as any claimed
-        run, without a pid until its run starts; ``_unstarted`` ends it if the agent stops before."""
-        read_fd, write_fd = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # never returns: a new connection of its own, the parent's left untouched
-            code = 1
-            try:
-                os.close(read_fd)
-                with open(write_fd, "wb") as out:
-                    out.write(json.dumps(type(self)(LocalStore(self.store.url)).claim(sweep_id, slot, gpu)).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-
-        def result() -> tuple[dict[str, Any] | None, str] | None:
-            with open(read_fd, "rb") as answer:
-                data = answer.read()
-            _, status = os.waitpid(pid, 0)
-            if status != 0 or not data:
-                return None
-            run, reason = json.loads(data)
-            return run, reason
-
-        return _Ahead(result)
-
-    @contextlib.contextmanager
-    def _unstarted(self, ahead: _Ahead, failing_only: bool = False) -> Any:
-        """A run claimed ahead that the agent never started (interrupted while it warmed up): ``interrupted``, so
-        that the next agent runs it first, no attempt spent. ``failing_only``: only if the block raises."""
-        failed = True
-        try:
-            yield
-            failed = False
-        finally:
-            if ahead.pending and (failed or not failing_only):
-                with contextlib.suppress(Exception):
-                    run, _ = ahead.take() or (None, "")
-                    if run is not None:
-                        self.store.end_run(run["id"], "interrupted", error="its agent stopped before it started")
 
     @contextlib.contextmanager
     def _faults_stop_the_agent(self) -> Any:

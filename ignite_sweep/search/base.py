@@ -2,8 +2,7 @@
 
 An engine decides; the store holds the state and the backend's state machine does the rest (the sweep's state, the
 store's write lock, exactly-once claims, re-runs of interrupted and crashed runs, ``run_cap``, agent ``--count``,
-heartbeats). Once, ``warm_up()``: what the first suggestion imports. Per claim and per report the backend calls,
-in order:
+heartbeats). Per claim and per report the backend calls, in order:
 
 - ``prepare(store, sweep)``, before the write lock, on a plain read: slow work whose result ``suggest`` may use
   (bayes' Gaussian process); None when there is none;
@@ -38,10 +37,6 @@ class SearchEngine(ABC):
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
-
-    def warm_up(self) -> None:
-        """Import what the first suggestion would (the agent does it while its first run trains)."""
-        return None
 
     def prepare(self, store: Any, sweep: dict[str, Any]) -> Any:
         return None

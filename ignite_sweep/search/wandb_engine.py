@@ -8,7 +8,6 @@ and compares every decision with the engine's own ``next_run`` and ``stop_runs``
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from ignite_sweep.engine import GridPlan, next_params
@@ -27,16 +26,6 @@ class WandbEngine(SearchEngine):
         if self._plan is None:
             self._plan = GridPlan(self.config)
         return self._plan
-
-    def warm_up(self) -> None:
-        """The engine's search modules (scipy.stats through them: about a second), imported by its first
-        ``next_run``."""
-        import importlib
-
-        for name in ("sweeps.params", "sweeps.grid_search", "sweeps.random_search", "sweeps.bayes_search",
-                     "sweeps.hyperband_stopping"):  # fmt: skip
-            with contextlib.suppress(ImportError):
-                importlib.import_module(name)
 
     def prepare(self, store: Any, sweep: dict[str, Any]) -> Any:
         """grid: its plan is built (once per agent); bayes: its suggestion from a plain read of the sweep."""
