@@ -94,17 +94,10 @@ class AgentSignals:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[AgentSignals]:
-        if threading.current_thread() is not threading.main_thread():
+        from ignite_sweep.execution.process import handlers_installed
+
+        with handlers_installed(self.SIGNALS, self._handle):
             yield self
-            return
-        previous = {s: signal.getsignal(s) for s in self.SIGNALS}
-        for s in self.SIGNALS:
-            signal.signal(s, self._handle)
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
 
 class AgentLoop:

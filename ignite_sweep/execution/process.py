@@ -283,17 +283,25 @@ class Interrupts:
 
     @contextmanager
     def installed(self) -> Iterator[Interrupts]:
-        if threading.current_thread() is not threading.main_thread():
+        with handlers_installed(self.SIGNALS, self._handle):
             yield self
-            return
-        previous = {s: signal.getsignal(s) for s in self.SIGNALS}
-        for s in previous:
-            signal.signal(s, self._handle)
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+
+
+@contextmanager
+def handlers_installed(signals: tuple[int, ...], handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """``handler`` for ``signals`` while the block runs, the previous handlers back after it (main thread only:
+    elsewhere Python cannot install handlers, and nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in signals}
+    for s in signals:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, before in previous.items():
+            signal.signal(s, before)
 
 
 _release_fd: int | None = None  # in a run's child started with ``release``: where ``release_agent`` writes
