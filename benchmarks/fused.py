@@ -1,19 +1,20 @@
-"""Fused runs (training/fused.py): K runs trained together as one vmapped model vs the same K one after another.
+"""Fused runs: a sweep through the real agent and store at `--fuse K`, side by side (and the training core alone).
 
-First form (in-process, the training core): K = 1, 4, 8, 16 runs of the built-in MLP on the bundled digits, 3 epochs,
-a random sweep's hyperparameters (lr log-uniform in [1e-3, 1e-1], momentum in [0, 0.95], weight_decay in [0, 1e-3];
-one seed, as a sweep's runs share it), trained (a) one after another with train(), (b) with train_fused() as one
-group; with W&B disabled and with offline logging; on 1 and 2 threads. Each cell is run --repeats times; the table
-shows the median wall time of the K runs and the ratio (a)/(b). Also: the stacked optimizer's step vs one torch.optim
-optimizer per member over views of the stacked parameters (the other way to give each member its own update).
+Agent level (the default; issue 26's benchmark): a --runs-run random sweep (lr log-uniform in [1e-3, 1e-1], momentum in
+[0, 0.95], weight_decay in [0, 1e-3]) of the built-in MLP on the bundled digits, --epochs epochs, created and run with
+`ignite-sweep agent --fuse K` for each K (a fresh store each), runs logged with wandb offline. For each K: the agent's
+wall time (its start included), runs per hour, the states, the best val/accuracy. Last line: JSON
+{"runs_per_hour": {"1": .., "4": .., ...}, "speedup_best": .., "best_k": .., "best_val_accuracy": {...}}.
+--threads N sets IGNITE_SWEEP_THREADS (torch threads per run process; default: torch's, as users run it); --hidden N
+the MLP's hidden width (a smaller model: per-step overhead, not arithmetic, dominates).
 
-The issue's benchmark (a 32-run sweep through the real agent and store at --fuse 1, 4, 8, 16, runs per hour) needs
-the agent's --fuse; `agent_level()` below is where it goes (it raises until then), sharing `sweep_configs`.
-
-Last line: JSON {"speedup": {"1": .., "4": .., "8": .., "16": ..}} for offline logging on 1 thread (how an agent's
-workers train on this machine), with every cell under "cells".
-Usage: python benchmarks/fused.py [--ks 1,4,8,16] [--threads 1,2] [--modes disabled,offline] [--repeats 3]
-       [--epochs 3]
+In process (--in-process; the training core): K runs trained (a) one after another with train(), (b) with
+train_fused() as one group; W&B disabled and offline; on 1 and 2 threads; --repeats times each, median wall time and
+the ratio (a)/(b); also the stacked optimizer's step vs one torch.optim optimizer per member over views of the stacked
+parameters. Last line: JSON {"speedup": {"1": .., ...}} for offline logging on 1 thread, every cell under "cells".
+Usage: python benchmarks/fused.py [--ks 1,4,8,16] [--runs 32] [--epochs 3] [--threads N] [--hidden N]
+       python benchmarks/fused.py --in-process [--ks 1,4,8,16] [--threads 1,2] [--modes disabled,offline]
+                                  [--repeats 3] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -103,21 +104,67 @@ def optimizer_step_us(k: int = 16, kind: str = "sgd", steps: int = 30) -> dict[s
     return {"stacked_us": stacked_us, "per_member_torch_optim_us": loop_us}
 
 
-def agent_level(ks: list[int], runs: int = 32) -> dict:
-    """The issue's benchmark: a `runs`-run random sweep through the real agent and store at --fuse K, runs per
-    hour side by side. Needs `ignite-sweep agent --fuse K` (the agent integration), which does not exist yet."""
-    raise NotImplementedError("the agent-level benchmark needs `ignite-sweep agent --fuse K`")
+def agent_level(ks: list[int], runs: int, epochs: int, hidden: int | None = None) -> dict:
+    """The same random sweep through the real CLI agent at each --fuse K (a fresh store each): runs per hour.
+    ``hidden``: the MLP's hidden width (its factory argument; default the built-in MLP's, 256)."""
+    from local_sweep import run_sweep
+
+    sweep = {
+        "method": "random",
+        "metric": {"name": "val/accuracy", "goal": "maximize"},
+        "run_cap": runs,
+        "parameters": {
+            "dataset": {"value": "digits"},
+            "model": {"value": "mlp"},
+            "epochs": {"value": epochs},
+            "lr": {"distribution": "log_uniform_values", "min": 1e-3, "max": 1e-1},
+            "momentum": {"min": 0.0, "max": 0.95},
+            "weight_decay": {"min": 0.0, "max": 1e-3},
+            **({"hidden": {"value": hidden}} if hidden else {}),
+        },
+    }
+    print(f"{'fuse':>4} {'runs':>5} {'wall s':>8} {'runs/hour':>10} {'speedup':>8} {'best acc':>9}  states", flush=True)
+    cells = {}
+    for k in ks:
+        wall, status = run_sweep(sweep, ["--fuse", str(k)])
+        done = status["runs"]
+        states: dict[str, int] = {}
+        for r in done:
+            states[r["state"]] = states.get(r["state"], 0) + 1
+        best = max((r["summary"].get("val/accuracy") or 0.0 for r in done), default=0.0)
+        cells[k] = {"runs": len(done), "wall_s": round(wall, 2), "runs_per_hour": round(len(done) / wall * 3600, 1),
+                    "best_val_accuracy": round(best, 4), "states": states}  # fmt: skip
+        speedup = cells[k]["runs_per_hour"] / cells[ks[0]]["runs_per_hour"]
+        print(f"{k:>4} {len(done):>5} {wall:>8.1f} {cells[k]['runs_per_hour']:>10.0f} {speedup:>7.2f}x {best:>9.4f}  "
+              f"{states}", flush=True)  # fmt: skip
+    base = cells[ks[0]]["runs_per_hour"]
+    best_k = max(ks, key=lambda k: cells[k]["runs_per_hour"])
+    return {"runs_per_hour": {str(k): c["runs_per_hour"] for k, c in cells.items()},
+            "speedup_best": round(cells[best_k]["runs_per_hour"] / base, 3), "best_k": best_k,
+            "best_val_accuracy": {str(k): c["best_val_accuracy"] for k, c in cells.items()},
+            "wall_s": {str(k): c["wall_s"] for k, c in cells.items()}, "runs": runs, "epochs": epochs,
+            "hidden": hidden or 256,
+            "threads": os.environ.get("IGNITE_SWEEP_THREADS", "torch's default")}  # fmt: skip
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", default="1,4,8,16")
-    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--in-process", action="store_true", help="the training core alone, not through the agent")
+    parser.add_argument("--runs", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=None, help="agent level: the MLP's hidden width (default 256)")
+    parser.add_argument("--threads", default=None, help="agent level: N; in process: a list, default 1,2")
     parser.add_argument("--modes", default="disabled,offline")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
+    if not args.in_process:
+        if args.threads:
+            os.environ["IGNITE_SWEEP_THREADS"] = os.environ["OMP_NUM_THREADS"] = args.threads
+        print(json.dumps(agent_level(ks, args.runs, args.epochs, args.hidden)))
+        return 0
+    args.threads = args.threads or "1,2"
     import torch
 
     os.environ["WANDB_SILENT"] = "true"

@@ -78,11 +78,14 @@ def sweep(config: dict[str, Any] | str | os.PathLike[str], backend: str = "auto"
 
 
 def agent(sweep_id: str, function: Callable[[], Any] | None = None, count: int | None = None,
-          max_consecutive_failures: int = 5) -> AgentResult:  # fmt: skip
+          max_consecutive_failures: int = 5, fuse: int = 1) -> AgentResult:  # fmt: skip
     """Run the sweep's runs here: ``function`` for each (as ``wandb.agent``), else the sweep's program or the
-    built-in trainer. Returns how many ran and why the agent stopped."""
+    built-in trainer (``fuse`` K > 1: up to K of its runs trained together in one process, local backend).
+    Returns how many ran and why the agent stopped."""
     from ignite_sweep.backends import backend_for_sweep
 
+    if fuse < 1:
+        raise ConfigError(f"fuse: got {fuse}, allowed: an integer >= 1")
     backend = backend_for_sweep(sweep_id)
     return backend.run_agent(sweep_id, count=count, max_consecutive_failures=max_consecutive_failures,
-                             function=function)  # fmt: skip
+                             function=function, fuse=fuse)  # fmt: skip

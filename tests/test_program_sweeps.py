@@ -157,10 +157,13 @@ def test_a_shell_script_without_wandb_runs_and_finishes_with_no_metric(in_tmp: P
     body = {"method": "bayes", "metric": {"name": "loss", "goal": "minimize"},
             "command": ["sh", "train.sh", "${args}"], "parameters": {"x": {"min": 0.0, "max": 1.0}}}
     sweep_id = create(program_sweep(in_tmp, body))
-    result = cli("agent", sweep_id, "--count", "3")
+    result = cli("agent", sweep_id, "--count", "3", "--fuse", "2")  # a program's runs never train together
     assert result.returncode == 0, result.stderr
+    assert "--fuse 2: runs of a program cannot train together (only the built-in trainer's can): one run at a time" \
+        in result.stderr
     runs = store_runs(sweep_id)
     assert [r["state"] for r in runs] == ["finished"] * 3 and all(r["summary"]["exit_code"] == 0 for r in runs)
+    assert len({r["pid"] for r in runs}) == 3
     assert all(r["history"] == [] and "loss" not in r["summary"] for r in runs)
     lines = (in_tmp / "args.txt").read_text().splitlines()
     assert [line.split("=")[0] for line in lines] == ["--x"] * 3  # bayes went on without a metric, as W&B's does

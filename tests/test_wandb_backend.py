@@ -243,6 +243,7 @@ def test_an_unreachable_server_is_one_line_in_seconds(offline_wandb: Path, monke
 def test_an_unknown_sweep_is_one_line(wandb_standin: Any) -> None:
     _one_line_error(cli("status", "me/digits/nosuch"), "W&B sweep 'me/digits/nosuch': Could not find sweep")
     _one_line_error(cli("agent", "me/digits/nosuch"), "W&B sweep 'me/digits/nosuch'")
+    _one_line_error(cli("agent", "me/digits/nosuch", "--fuse", "2"), "--fuse 2 needs the local backend")
 
 
 def test_the_server_going_away_mid_agent_is_one_line_and_keeps_the_run(

@@ -151,7 +151,7 @@ class Backend(ABC):
     @abstractmethod
     def run_agent(self, sweep_id: str, count: int | None = None, max_consecutive_failures: int = 5,
                   slot: str | None = None, echo: Callable[[str], None] | None = None,
-                  function: Callable[[], Any] | None = None) -> AgentResult: ...  # fmt: skip
+                  function: Callable[[], Any] | None = None, fuse: int = 1) -> AgentResult: ...  # fmt: skip
 
     @abstractmethod
     def sweep(self, sweep_id: str) -> SweepRecord: ...

@@ -279,9 +279,11 @@ class LocalBackend(Backend):
 
     def run_agent(self, sweep_id: str, count: int | None = None, max_consecutive_failures: int = 5,
                   slot: str | None = None, echo: Callable[[str], None] | None = None,
-                  function: Callable[[], Any] | None = None) -> AgentResult:  # fmt: skip
+                  function: Callable[[], Any] | None = None, fuse: int = 1) -> AgentResult:  # fmt: skip
         """Run the sweep's runs: the built-in trainer, the sweep's program, or ``function`` (what one would hand
-        ``wandb.agent``: it calls ``wandb.init()`` and reads ``wandb.config``), each in its own process."""
+        ``wandb.agent``: it calls ``wandb.init()`` and reads ``wandb.config``), each in its own process; with
+        ``fuse`` K > 1, the built-in trainer's runs are claimed K at a time and trained together in one process
+        (``execution.runs.FusedRun``), each still a run of its own."""
         say = echo or (lambda line: print(line, file=sys.stderr))
         slot = slot or os.environ.get("IGNITE_SWEEP_SLOT")
         gpu = os.environ.get("IGNITE_SWEEP_GPU")
@@ -296,8 +298,16 @@ class LocalBackend(Backend):
                 f"sweep '{sweep_id}' was made for a function (its parameters are its own): "
                 "run it with ignite_sweep.agent(sweep_id, function=...), or give it a program"
             )
+        if fuse > 1 and (program or function is not None):
+            say(f"--fuse {fuse}: runs of {'a program' if program else 'a function'} cannot train together (only the "
+                "built-in trainer's can): one run at a time")  # fmt: skip
+            fuse = 1
         if not program:  # a program imports what it needs itself: no torch in the agent
             warm_up("sweeps")
+            if fuse > 1:
+                from ignite_sweep.training import fused
+
+                fused.warm_up()
         else:
             from ignite_sweep.execution.program import warm_up_programs
 
@@ -310,13 +320,44 @@ class LocalBackend(Backend):
         interrupts = Interrupts()
         finishing: list[int] = []  # runs that recorded their end and are finishing their wandb run
         states: dict[str, int] = {}
-        done, failures, without_metric, reason, waiting = 0, 0, 0, "", False
+        tally = {"done": 0, "failures": 0, "without_metric": 0}
+        reason, waiting = "", False
+
+        def ended(run: dict[str, Any]) -> None:
+            """One line for a run that ended, its event, and the agent's counts."""
+            row = self.store.run(run["id"]) or {}
+            state = row.get("state", "crashed")
+            states[state] = states.get(state, 0) + 1
+            tally["done"] += 1
+            metric = sweep.metric
+            value = (row.get("summary") or {}).get(metric) if metric else None
+            shown = sweep.scores_text(row.get("summary"))
+            error = f": {row.get('error')}" if row.get("error") else ""
+            missing = (row.get("summary") or {}).get("missing_metric")
+            if missing:  # a run that logged no result: one warning line
+                say(f"warning: run {run['id']} {state} but {row.get('error')}")
+            else:
+                say(f"run {run['id']} {state}{shown}{error}")
+            emit({"event": "end", "run": run["id"], "state": state, "metric": value, "error": row.get("error"),
+                  "metrics": {name: (row.get("summary") or {}).get(name) for name, _ in sweep.objectives},
+                  "params": run["config"]})  # fmt: skip
+            tally["without_metric"] = tally["without_metric"] + 1 if missing else 0
+            if tally["without_metric"] == NO_METRIC_RUNS:  # once, when it becomes a pattern
+                say(f"warning: the sweep is not receiving its metric: {NO_METRIC_RUNS} runs in a row never "
+                    f"logged {missing}; make metric.name in the sweep file a name the program logs")
+            tally["failures"] = tally["failures"] + 1 if state in ("failed", "crashed") else 0
+            if tally["failures"] >= max_consecutive_failures:
+                raise BackendError(
+                    f"agent stopped: {tally['failures']} runs in a row failed or crashed "
+                    f"(--max-consecutive-failures {max_consecutive_failures}); last error: {row.get('error')}"
+                )
+
         with self._faults_stop_the_agent(), interrupts.installed(), _waiting_for(finishing):
             while True:
                 if interrupts.requested:
                     reason = "interrupted"
                     break
-                if count is not None and done >= count:
+                if count is not None and tally["done"] >= count:
                     reason = f"--count {count} reached"
                     break
                 run, reason = self.claim(sweep_id, slot=slot, gpu=gpu)
@@ -329,14 +370,26 @@ class LocalBackend(Backend):
                 waiting = False
                 if run is None:
                     break
-                label = " ".join(f"{k}={fmt(v)}" for k, v in run["config"].items())
-                retry = f" (continues {run['retry_of']})" if run.get("retry_of") else ""
-                say(f"run {run['id']} started{retry}: {label}")
-                emit({"event": "start", "run": run["id"], "params": run["config"]})
+                claimed = [run]  # with --fuse K: up to K (grid, random: K points; bayes, TPE: the first ones pending)
+                while len(claimed) < min(fuse, count - tally["done"] if count is not None else fuse):
+                    more, _why = self.claim(sweep_id, slot=slot, gpu=gpu)
+                    if more is None:  # exhausted, run_cap, stopped: the next loop's claim says why
+                        break
+                    claimed.append(more)
+                for run in claimed:
+                    label = " ".join(f"{k}={fmt(v)}" for k, v in run["config"].items())
+                    retry = f" (continues {run['retry_of']})" if run.get("retry_of") else ""
+                    together = f" (trains with {len(claimed) - 1} more)" if len(claimed) > 1 else ""
+                    say(f"run {run['id']} started{retry}{together}: {label}")
+                    emit({"event": "start", "run": run["id"], "params": run["config"]})
+                if len(claimed) == 1:
+                    child = functools.partial(trial, sweep, run, interrupts.interrupted)
+                else:
+                    child = functools.partial(runs.fused_run, sweep, claimed, interrupts.interrupted)
                 outcome = run_in_child(
-                    lambda run=run: trial(sweep, run, interrupts.interrupted),
+                    child,
                     interrupts,
-                    on_start=lambda pid, run=run: self.store.set_pid(run["id"], pid),
+                    on_start=lambda pid, claimed=claimed: [self.store.set_pid(r["id"], pid) for r in claimed],
                     release=True,  # once its end is recorded: the next run starts while it finishes its wandb run
                 )
                 finishing[:] = [pid for pid in finishing if not reap(pid)]
@@ -344,40 +397,18 @@ class LocalBackend(Backend):
                     finishing.append(outcome.released)
                 fault = self._fault_note.take()
                 if fault or outcome.code == FAULT_EXIT:  # the machine's, not the run's: stop here, lose nothing
-                    with contextlib.suppress(Exception):
-                        if (self.store.run(run["id"]) or {}).get("state") == "running":
-                            self.store.end_run(run["id"], "interrupted", error=fault.split(" (", 1)[0])
-                    raise BackendError(fault or f"run {run['id']} was cut short by a machine fault")
-                if not outcome.ok:  # the child could not record its end itself
-                    state, error = end_state(Ending(died=outcome.describe(), agent_interrupted=interrupts.requested))
-                    self.store.end_run(run["id"], state, error=error)
-                row = self.store.run(run["id"]) or {}
-                state = row.get("state", "crashed")
-                states[state] = states.get(state, 0) + 1
-                done += 1
-                metric = sweep.metric
-                value = (row.get("summary") or {}).get(metric) if metric else None
-                shown = sweep.scores_text(row.get("summary"))
-                error = f": {row.get('error')}" if row.get("error") else ""
-                missing = (row.get("summary") or {}).get("missing_metric")
-                if missing:  # a run that logged no result: one warning line
-                    say(f"warning: run {run['id']} {state} but {row.get('error')}")
-                else:
-                    say(f"run {run['id']} {state}{shown}{error}")
-                emit({"event": "end", "run": run["id"], "state": state, "metric": value, "error": row.get("error"),
-                      "metrics": {name: (row.get("summary") or {}).get(name) for name, _ in sweep.objectives},
-                      "params": run["config"]})  # fmt: skip
-                without_metric = without_metric + 1 if missing else 0
-                if without_metric == NO_METRIC_RUNS:  # once, when it becomes a pattern
-                    say(f"warning: the sweep is not receiving its metric: {without_metric} runs in a row never "
-                        f"logged {missing}; make metric.name in the sweep file a name the program logs")
-                failures = failures + 1 if state in ("failed", "crashed") else 0
-                if failures >= max_consecutive_failures:
-                    raise BackendError(
-                        f"agent stopped: {failures} runs in a row failed or crashed "
-                        f"(--max-consecutive-failures {max_consecutive_failures}); last error: {row.get('error')}"
-                    )
-        return AgentResult(runs=done, reason=reason, states=states)
+                    for run in claimed:
+                        with contextlib.suppress(Exception):
+                            if (self.store.run(run["id"]) or {}).get("state") == "running":
+                                self.store.end_run(run["id"], "interrupted", error=fault.split(" (", 1)[0])
+                    raise BackendError(fault or f"run {claimed[0]['id']} was cut short by a machine fault")
+                for run in claimed:
+                    if not outcome.ok:  # the child could not record its end itself (end_run keeps one it did)
+                        died = Ending(died=outcome.describe(), agent_interrupted=interrupts.requested)
+                        state, error = end_state(died)
+                        self.store.end_run(run["id"], state, error=error)
+                    ended(run)
+        return AgentResult(runs=tally["done"], reason=reason, states=states)
 
     @contextlib.contextmanager
     def _faults_stop_the_agent(self) -> Any:

@@ -24,7 +24,17 @@ from typing import Any
 from ignite_sweep import faults
 from ignite_sweep.backends.base import SweepRecord
 from ignite_sweep.execution.process import release_agent
-from ignite_sweep.execution.runs import Outcome, Run, Sink, StartError, TrainerRun, UserRun, failure, starting
+from ignite_sweep.execution.runs import (
+    FusedRun,
+    Outcome,
+    Run,
+    Sink,
+    StartError,
+    TrainerRun,
+    UserRun,
+    failure,
+    starting,
+)
 from ignite_sweep.states import Ending, end_state
 from ignite_sweep.store.sql import LocalStore
 
@@ -87,39 +97,98 @@ class LocalRuns:
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
+        self.fault: faults.MachineFault | None = None  # the machine fault that cut this process's run short
 
     def train_run(self, sweep: SweepRecord, run: dict[str, Any], agent_interrupted: Callable[[], bool]) -> int:
         """The built-in trainer. A retry that resumes a checkpoint goes on logging to the W&B run it continues
         (offline, a folder of its own with the same run id: `wandb sync` of both folders makes one run, steps
         continuing)."""
+        return self.execute(sweep, run, lambda store: self.trainer_run(store, sweep, run, agent_interrupted),
+                            TrainerRun)  # fmt: skip
 
-        def make(store: LocalStore) -> Run:
-            import wandb
+    def trainer_run(self, store: LocalStore, sweep: SweepRecord, run: dict[str, Any],
+                    agent_interrupted: Callable[[], bool], together: bool = False) -> TrainerRun:  # fmt: skip
+        """``run`` as a ``TrainerRun`` (its wandb run to be started, one more of this process's when ``together``)."""
+        import wandb
 
-            from ignite_sweep.training.train import readable_checkpoint
+        from ignite_sweep.training.train import readable_checkpoint
 
-            run_id, retry_of = run["id"], run.get("retry_of")
-            values = dict(run["config"])
-            metric = eval_metric(sweep.config)
-            if metric and "metric" not in values:
-                values["metric"] = metric
-            folder = checkpoint_root() / short_id(sweep.id)
-            wandb_id, resume = run_id, None
-            if retry_of and readable_checkpoint(folder / retry_of) is not None:
-                wandb_id, resume = (store.run(retry_of) or {}).get("wandb_id") or retry_of, "allow"
-                store.heartbeat(run_id, wandb_id=wandb_id)
-                # The agent's shared wandb service may still hold the dead run's id ("run ID ... is in use"):
-                # this run gets a service of its own (as `wandb agent` gives its runs), about a second more.
-                os.environ.pop(wandb.env.SERVICE, None)
-            init = functools.partial(  # about half a second, while train() loads the data and builds the model
-                wandb.init, id=wandb_id, resume=resume, project=self.backend._project(sweep), group=sweep.name,
-                job_type="sweep-run", tags=[f"local-sweep-{short_id(sweep.id)}"], config=run["config"],
-            )  # fmt: skip
-            return TrainerRun(values, init=init, checkpoint_dir=folder / run_id,
-                              resume_from=folder / retry_of if retry_of else None,
-                              agent_interrupted=agent_interrupted)  # fmt: skip
+        run_id, retry_of = run["id"], run.get("retry_of")
+        values = dict(run["config"])
+        metric = eval_metric(sweep.config)
+        if metric and "metric" not in values:
+            values["metric"] = metric
+        folder = checkpoint_root() / short_id(sweep.id)
+        wandb_id, resume = run_id, None
+        if retry_of and readable_checkpoint(folder / retry_of) is not None:
+            wandb_id, resume = (store.run(retry_of) or {}).get("wandb_id") or retry_of, "allow"
+            store.heartbeat(run_id, wandb_id=wandb_id)
+            # The agent's shared wandb service may still hold the dead run's id ("run ID ... is in use"):
+            # this run gets a service of its own (as `wandb agent` gives its runs), about a second more.
+            os.environ.pop(wandb.env.SERVICE, None)
+        init = functools.partial(  # about half a second, while train() loads the data and builds the model
+            wandb.init, id=wandb_id, resume=resume, project=self.backend._project(sweep), group=sweep.name,
+            job_type="sweep-run", tags=[f"local-sweep-{short_id(sweep.id)}"], config=run["config"],
+            **({"reinit": "create_new"} if together else {}),
+        )  # fmt: skip
+        return TrainerRun(values, init=init, checkpoint_dir=folder / run_id,
+                          resume_from=folder / retry_of if retry_of else None,
+                          agent_interrupted=agent_interrupted)  # fmt: skip
 
-        return self.execute(sweep, run, make, TrainerRun)
+    def fused_run(self, sweep: SweepRecord, runs: list[dict[str, Any]], agent_interrupted: Callable[[], bool]) -> int:
+        """In the forked child: the claimed ``runs`` trained together (``FusedRun``), each one a run of its own: its
+        heartbeat, its evaluations to the store as they come, its end recorded (and its wandb run finished) as it
+        ends while the others train on. A run whose config is bad fails alone. The agent is released once every
+        end is recorded. Returns the child's exit code, as ``execute``'s."""
+        store = self.open_store(*(run["id"] for run in runs))
+        if store is None:
+            return FAULT_EXIT
+        sinks = [StoreSink(run["id"], type(self.backend)(store), store, run.get("retry_of"), True) for run in runs]
+        stop_beating = self._beat(store.url, *(run["id"] for run in runs))
+        folders = self.run_folders(sweep)
+        members: list[tuple[dict[str, Any], StoreSink, TrainerRun]] = []
+        ended: set[str] = set()
+
+        def end(run: dict[str, Any], sink: StoreSink, outcome: Outcome, the_run: TrainerRun | None) -> None:
+            if the_run is not None:
+                sink.flush()
+            code = self.ended(store, run["id"], outcome, the_run, folders, release=False)
+            ended.add(run["id"])
+            if code == FAULT_EXIT and self.fault is not None:  # the machine's: the group's other runs stop too
+                raise self.fault
+
+        try:
+            for run, sink in zip(runs, sinks, strict=True):
+                try:
+                    members.append((run, sink, self.trainer_run(store, sweep, run, agent_interrupted, together=True)))
+                except Exception as exc:  # noqa: BLE001 - its config: that run fails, the others train
+                    end(run, sink, Outcome(failure(exc, run["config"])), None)
+            if members:
+                group = FusedRun([m for _, _, m in members], on_alone=lambda i, why: print(
+                    f"run {members[i][0]['id']} trains alone: {why}", file=sys.stderr))  # fmt: skip
+                group.start()
+                group.wait([sink for _, sink, _ in members], lambda i, outcome: end(*members[i][:2], outcome,
+                                                                                     members[i][2]))  # fmt: skip
+        except faults.MachineFault as fault:
+            for run, _, the_run in members:
+                if run["id"] not in ended:
+                    self.cut_short(store, run["id"], fault, the_run)
+            return FAULT_EXIT
+        except BaseException as exc:  # noqa: BLE001 - as execute: the group's error fails its runs, unless the machine's
+            fault = faults.classify(exc, folders, str(store)) if isinstance(exc, Exception) else None
+            left = [(run, sink, the_run) for run, sink, the_run in members if run["id"] not in ended]
+            if fault is not None:
+                for run, _, the_run in left:
+                    self.cut_short(store, run["id"], fault, the_run)
+                return FAULT_EXIT
+            if not isinstance(exc, Exception | KeyboardInterrupt):
+                raise
+            for run, sink, the_run in left:
+                end(run, sink, Outcome(failure(exc, run["config"])), the_run)
+        finally:
+            stop_beating.set()
+        release_agent()
+        return 0
 
     def program_run(self, sweep: SweepRecord, run: dict[str, Any], agent_interrupted: Callable[[], bool],
                     function: Callable[[], Any] | None = None) -> int:  # fmt: skip
@@ -188,6 +257,12 @@ class LocalRuns:
             return self.record_end(store, run_id, Outcome(failure(exc, run["config"])), the_run)
         finally:
             stop_beating.set()
+        return self.ended(store, run_id, outcome, the_run, folders)
+
+    def ended(self, store: LocalStore, run_id: str, outcome: Outcome, the_run: Run | None, folders: list[Path],
+              release: bool = True) -> int:  # fmt: skip
+        """Record how the run ended (what it found only at its end too), then finish its wandb run; a machine fault
+        on the way (the store's disk, say) cuts it short. Returns ``execute``'s exit code."""
         try:
             if outcome.history:  # evaluations found only at its end (a program the live hook did not see)
                 with store.transaction() as db:
@@ -199,16 +274,17 @@ class LocalRuns:
             if state == "failed" and outcome.ending.code is not None and (fault := faults.from_line(error or "",
                                                                                                     folders)):
                 return self.cut_short(store, run_id, fault, the_run)  # the machine's fault, not the program's
-            return self.record_end(store, run_id, outcome, the_run)
+            return self.record_end(store, run_id, outcome, the_run, release)
         except Exception as exc:  # recording the end failed: the store's disk, say
             fault = faults.classify(exc, folders, str(store))
             if fault is None:
                 raise
             return self.cut_short(store, run_id, fault, the_run)
 
-    def _beat(self, url: str, run_id: str) -> threading.Event:
-        """Beat the run's heartbeat every ``heartbeat_s`` on a connection of the thread's own until the returned
-        event is set; a beat that fails (the store away, busy, full) is tried again at the next one."""
+    def _beat(self, url: str, *run_ids: str) -> threading.Event:
+        """Beat the runs' heartbeats every ``heartbeat_s`` on a connection of the thread's own until the returned
+        event is set (a run that has ended is left as it is); a beat that fails (the store away, busy, full) is
+        tried again at the next one."""
         stop = threading.Event()
 
         def beat() -> None:
@@ -218,7 +294,8 @@ class LocalRuns:
                     if own is None:
                         own = LocalStore(url)
                         own.wait_s = 0
-                    own.heartbeat(run_id)
+                    for run_id in run_ids:
+                        own.heartbeat(run_id)
                 except Exception:  # noqa: BLE001 - the run trains on; its end is recorded with a wait
                     pass
             if own is not None:
@@ -228,20 +305,21 @@ class LocalRuns:
         return stop
 
     @staticmethod
-    def record_end(store: LocalStore, run_id: str, outcome: Outcome, the_run: Run | None) -> int:
+    def record_end(store: LocalStore, run_id: str, outcome: Outcome, the_run: Run | None, release: bool = True) -> int:
         """Record the run's end (its state from ``states.end_state``), then finish its wandb run: exit code 1
         for a run that raised or was interrupted (a diverged run's wandb run ends 0: its summary says so)."""
         state, error = end_state(outcome.ending)
         summary = the_run.settled(outcome, state) if the_run is not None else outcome.summary
         store.end_run(run_id, state, summary, error=error)
-        release_agent()  # recorded: the agent goes on to the next run while this one finishes its wandb run
+        if release:  # recorded: the agent goes on to the next run while this one finishes its wandb run
+            release_agent()
         if the_run is not None:
             the_run.finish(1 if outcome.ending.raised is not None or state == "interrupted" else 0)
         return 0  # the end was recorded; a non-zero exit means "crashed before recording"
 
-    def open_store(self, run_id: str) -> LocalStore | None:
-        """The run's own connection to the store (waiting for a PostgreSQL server that is away); None when the
-        machine failed it (the agent learns why through the shared note and stops; the run is noted cut short)."""
+    def open_store(self, *run_ids: str) -> LocalStore | None:
+        """The runs' own connection to the store (waiting for a PostgreSQL server that is away); None when the
+        machine failed it (the agent learns why through the shared note and stops; the runs are noted cut short)."""
         try:
             return LocalStore(self.backend.store.url, wait_on_open=True)
         except Exception as exc:  # noqa: BLE001 - classified below, else raised
@@ -249,7 +327,8 @@ class LocalRuns:
             if fault is None:
                 raise
             self.backend._fault_note.write(fault.advice())
-            faults.mark_cut_short(run_id, str(fault))
+            for run_id in run_ids:
+                faults.mark_cut_short(run_id, str(fault))
             return None
 
     def run_folders(self, sweep: SweepRecord) -> list[Path]:
@@ -260,6 +339,7 @@ class LocalRuns:
     def cut_short(self, store: LocalStore, run_id: str, fault: faults.MachineFault, the_run: Run | None) -> int:
         """A machine fault ended the run: ``interrupted`` (no result, run again first, no attempt spent) if the
         store can still say so; either way the agent learns it through the shared note and stops."""
+        self.fault = fault
         self.backend._fault_note.write(fault.advice())
         try:
             store.end_run(run_id, "interrupted", error=str(fault), wait_s=0)

@@ -252,7 +252,10 @@ class WandbBackend(Backend):
 
     def run_agent(self, sweep_id: str, count: int | None = None, max_consecutive_failures: int = 5,
                   slot: str | None = None, echo: Callable[[str], None] | None = None,
-                  function: Callable[[], Any] | None = None) -> AgentResult:  # fmt: skip
+                  function: Callable[[], Any] | None = None, fuse: int = 1) -> AgentResult:  # fmt: skip
+        if fuse > 1:  # W&B's server hands an agent one run per heartbeat command
+            raise BackendError(f"--fuse {fuse} needs the local backend (W&B's server hands an agent one run at a "
+                               "time): create the sweep with --backend local, or leave out --fuse")  # fmt: skip
         entity, project, sid = split_id(sweep_id)
         preflight()
         api_sweep = self._api_sweep(sweep_id)  # an unknown sweep is one line here, not the agent's retries

@@ -102,12 +102,18 @@ class SlotState:
     done: bool = False
     retired: str | None = None
     exit_code: int | None = None
-    run: str | None = None
+    runs: dict[str, Running] = field(default_factory=dict)  # its running runs (several with --fuse), by id
+    last_error: str = ""
+
+
+@dataclass
+class Running:
+    """A slot's running run, as the live view shows it."""
+
     params: dict[str, Any] = field(default_factory=dict)
     epoch: int | None = None
     metric: float | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)  # its run's last evaluation (a metrics: sweep shows each)
-    last_error: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)  # its last evaluation (a metrics: sweep shows each)
 
 
 @dataclass
@@ -185,18 +191,21 @@ class PoolView:
             table.add_column(column)
         for s in self.slots:
             status = s.retired or ("done" if s.done else f"restarted {s.restarts}x" if s.restarts else "running")
-            params = " ".join(f"{k}={fmt(v)}" for k, v in s.params.items() if self.swept is None or k in self.swept)
-            shown = [fmt(s.metrics.get(name)) for name in metric_columns] if self.multi else [fmt(s.metric)]
-            table.add_row(s.slot.name, s.slot.gpu or "-", s.run or "-", params, fmt(s.epoch), *shown, status)
+            for i, (run_id, r) in enumerate(list(s.runs.items()) or [("-", Running())]):  # a row per running run
+                params = " ".join(f"{k}={fmt(v)}" for k, v in r.params.items() if self.swept is None or k in self.swept)
+                shown = [fmt(r.metrics.get(name)) for name in metric_columns] if self.multi else [fmt(r.metric)]
+                name, gpu = (s.slot.name, s.slot.gpu or "-") if i == 0 else ("", "")
+                table.add_row(name, gpu, run_id, params, fmt(r.epoch), *shown, status if i == 0 else "")
         return table
 
 
 def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, count: int | None,
              max_consecutive_failures: int, stagger_s: float, live: bool | None = None,
              say: Callable[[str], None] | None = None, swept: list[str] | None = None,
-             objectives: list[tuple[str, str]] | None = None) -> int:  # fmt: skip
+             objectives: list[tuple[str, str]] | None = None, fuse: int = 1) -> int:  # fmt: skip
     """Run one agent process per slot until all are done; returns the exit code (0, 1 or 130). ``objectives``: a
-    multi-objective sweep's (``SweepRecord.objectives``): the view shows each one's value and the Pareto front."""
+    multi-objective sweep's (``SweepRecord.objectives``): the view shows each one's value and the Pareto front.
+    ``fuse``: each slot's agent trains up to that many runs together (``agent --fuse``)."""
     from ignite_sweep.format import fmt
 
     live = sys.stdout.isatty() if live is None else live
@@ -217,31 +226,33 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
     def command(state: SlotState) -> list[str]:
         cmd = [sys.executable, "-m", "ignite_sweep", "agent", sweep_id, "--slot", state.slot.name]
         cmd += ["--max-consecutive-failures", str(max_consecutive_failures)]
+        cmd += ["--fuse", str(fuse)] if fuse > 1 else []
         return cmd + (["--count", str(count)] if count else [])
 
     def on_event(state: SlotState, event: dict[str, Any]) -> None:
         with lock:
             kind = event.get("event")
             if kind == "start":
-                state.run, state.params, state.epoch, state.metric = event["run"], event.get("params", {}), None, None
-                state.metrics = {}
+                started = state.runs[event["run"]] = Running(params=event.get("params", {}))
                 if not live:
-                    shown = {k: v for k, v in state.params.items() if swept is None or k in swept}
+                    shown = {k: v for k, v in started.params.items() if swept is None or k in swept}
                     say(
                         f"[{state.slot.name}] run {event['run']} started: "
                         + " ".join(f"{k}={v}" for k, v in shown.items())
                     )
             elif kind == "eval":
-                state.epoch = event.get("epoch")
-                state.metric = (event.get("metrics") or {}).get(metric) if metric else None
-                state.metrics = dict(event.get("metrics") or {})
+                r = state.runs.setdefault(event["run"], Running())
+                r.epoch = event.get("epoch")
+                r.metric = (event.get("metrics") or {}).get(metric) if metric else None
+                r.metrics = dict(event.get("metrics") or {})
                 if not live and view.multi:
-                    say(f"[{state.slot.name}] run {event['run']} epoch {state.epoch}:{view.scores(state.metrics)}")
+                    say(f"[{state.slot.name}] run {event['run']} epoch {r.epoch}:{view.scores(r.metrics)}")
                 elif not live:
-                    shown = f": {metric}={fmt(state.metric)}" if metric else ""
-                    say(f"[{state.slot.name}] run {event['run']} epoch {state.epoch}{shown}")
+                    shown = f": {metric}={fmt(r.metric)}" if metric else ""
+                    say(f"[{state.slot.name}] run {event['run']} epoch {r.epoch}{shown}")
             elif kind == "end":
-                last = state.metrics if event.get("run") == state.run else {}
+                gone = state.runs.pop(event.get("run"), None)
+                last = gone.metrics if gone is not None else {}
                 view.record_end(event, last)
                 if not live:
                     error = f" ({event['error']})" if event.get("error") else ""
@@ -250,7 +261,6 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
                     if view.multi:
                         shown = view.scores(view.end_values(event, last))
                     say(f"[{state.slot.name}] run {event['run']} {event['state']}{shown}{error}")
-                state.run = None
 
     def pump(state: SlotState, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None

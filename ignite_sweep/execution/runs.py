@@ -9,7 +9,8 @@ evaluations found only at its end. ``finish(code)`` closes the run's wandb run w
 
 The sink is the backend's: the local backend records evaluations in its store and asks its engine for stops; the
 W&B backend only shows them (W&B's controller decides stops). Nothing here knows a store or a backend: a run
-starts, reports, stops and ends. A group of runs trained together is one ``Run`` with several members (later).
+starts, reports, stops and ends. Runs trained together (``--fuse``) are a ``FusedRun``: one process, one engine,
+an ``Outcome`` per member.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class Outcome:
 
 
 class Run(ABC):
-    """One run (later: a group trained together) as an agent drives it."""
+    """One run as an agent drives it (runs trained together: ``FusedRun``)."""
 
     failure_is_the_runs = True
     """Whether an exception out of ``wait`` is the run's own failure (``failed``): so for the trainer, which trains
@@ -141,6 +142,10 @@ class TrainerRun(Run):
                         checkpoint_dir=self.checkpoint_dir, resume_from=self.resume_from, on_resume=sink.resumed,
                         interrupted=lambda stopped_by: interruption(stopped_by, self.agent_interrupted()))  # fmt: skip
         run_ending()
+        return self.outcome(summary)
+
+    def outcome(self, summary: dict[str, Any]) -> Outcome:
+        """The ``Outcome`` of a run whose training ended with ``summary`` (train()'s)."""
         summary["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")  # as the run saw it
         wandb_run = self.starting.result() if self.starting is not None else self._run
         run_dir = os.path.dirname(wandb_run.dir) if wandb_run is not None and self.starting is not None else None
@@ -156,6 +161,42 @@ class TrainerRun(Run):
         """Finish the wandb run if it was started here (wandb.init may itself have failed)."""
         if self.starting is not None and self.starting.exception() is None:
             self.starting.result().finish(exit_code=code)
+
+
+class FusedRun:
+    """Runs of the built-in trainer trained together in this process (``training.fused``): one engine over stacked
+    parameters, one batch for all, each member still a run of its own: its sink, its wandb run (started one after
+    another in one thread while the data loads), its checkpoints, and its ``Outcome``, handed to ``ended`` as the
+    member ends while the others train on. Members that cannot train together (a different architecture, a model
+    torch.func cannot trace, a retry that resumes a checkpoint) train alone, one after another, after ``on_alone``
+    says why."""
+
+    def __init__(self, members: list[TrainerRun], on_alone: Callable[[int, str], None]) -> None:
+        self.members, self.on_alone = members, on_alone
+
+    def start(self) -> None:
+        starter = ThreadPoolExecutor(1)  # wandb.init one at a time: K runs of one process, no race between them
+        for member in self.members:
+            if member._init is not None:
+                member.starting = starter.submit(member._init)
+        starter.shutdown(wait=False)
+
+    def wait(self, sinks: list[Sink], ended: Callable[[int, Outcome], None]) -> None:
+        from ignite_sweep.training.fused import train_fused
+
+        members = self.members
+        agent_interrupted = members[0].agent_interrupted
+        train_fused([m.cfg for m in members], reporters=[s.evaluated for s in sinks],
+                    runs=[m.starting or m._run for m in members], checkpoint_dirs=[m.checkpoint_dir for m in members],
+                    resume_from=[m.resume_from for m in members], on_resume=[s.resumed for s in sinks],
+                    interrupted=lambda stopped_by: interruption(stopped_by, agent_interrupted()),
+                    on_alone=self.on_alone,
+                    on_finished=lambda i, summary: ended(i, members[i].outcome(summary)))  # fmt: skip
+        run_ending()
+
+    def stop(self, force: bool = False) -> None:
+        """Every member stops, as one run does (``TrainerRun.stop``)."""
+        os.kill(os.getpid(), signal.SIGKILL if force else signal.SIGTERM)
 
 
 class StartError(IgniteSweepError):

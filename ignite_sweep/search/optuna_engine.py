@@ -9,7 +9,8 @@ write lock, so two agents never get the same trial. What Optuna drew (its params
 trial's system attributes, which samplers such as NSGA-II and pruners such as ASHA keep there) is kept with the run
 as its ``search_info``; a re-run of a crashed or interrupted run is the same trial again (its original's params).
 
-Without ``source``: TPE (multivariate, constant liar, seeded) over ``parameters:`` (``optuna_space``). With
+Without ``source``: TPE (multivariate, constant liar, seeded; ``read_once_tpe``: Optuna's suggestions, each finished
+trial read once) over ``parameters:`` (``optuna_space``). With
 ``source`` (a Python file next to the sweep file; ``create`` keeps its text in the stored config, so agents on
 other machines run the same code): ``optimizer`` returns the sampler, (sampler, pruner), or an
 ``optuna.create_study(...)`` result (its sampler, pruner and directions; its storage is ignored); ``search_space``
@@ -134,7 +135,10 @@ class OptunaEngine(SearchEngine):
         """(sampler, pruner or None): the ``optimizer`` function's, else seeded multivariate TPE, constant liar."""
         op = self.optuna
         if source is None or not name:
-            return op.samplers.TPESampler(multivariate=True, constant_liar=True, seed=DEFAULT_SEED), None
+            from ignite_sweep.search.optuna_tpe import read_once_tpe
+
+            tpe = read_once_tpe() if int(op.__version__.split(".")[0]) >= 5 else op.samplers.TPESampler
+            return tpe(multivariate=True, constant_liar=True, seed=DEFAULT_SEED), None
         function = source.function("optimizer", name)
         try:
             made = function()

@@ -116,6 +116,25 @@ def trace_failure(cfg: TrainConfig) -> str | None:
     return None
 
 
+def warm_up() -> None:
+    """Pay once, in the agent, what the first fused step costs a process (torch.func's first vmapped forward,
+    backward, optimizer step and evaluation: about 2 s on this CPU), so that every forked group starts warm: a tiny
+    group of the built-in MLP on a few random images. No dataset is read; the RNG is left as it was."""
+    import types
+
+    import torch
+
+    with torch.random.fork_rng():
+        x, y = torch.rand(4, 1, 8, 8), torch.arange(4) % 10
+        data = types.SimpleNamespace(train_x=x, in_channels=1, image_size=(8, 8), num_classes=10)
+        for optimizer in ("sgd", "adam"):
+            cfgs = [TrainConfig.from_dict({"model": "mlp", "optimizer": optimizer, "momentum": 0.9})] * 2
+            stack = _Stack(cfgs[0], cfgs, data)
+            stack.step(x, y)
+            stack.evaluate_batch(x, y)
+            stack.grad_norms()
+
+
 def _load(cfg: TrainConfig) -> Any:
     from ignite_sweep.training.data import load_dataset
     from ignite_sweep.training.train import resolve_device
@@ -358,23 +377,36 @@ class _MemberState:
 def train_fused(cfgs: list[TrainConfig], reporters: list[Reporter | None] | None = None, runs: list[Any] | None = None,
                 checkpoint_dirs: list[str | Path | None] | None = None,
                 interrupted: Callable[[str | None], bool] | None = None,
-                on_alone: Callable[[int, str], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+                on_alone: Callable[[int, str], None] | None = None,
+                on_finished: Callable[[int, dict[str, Any]], None] | None = None,
+                resume_from: list[str | Path | None] | None = None,
+                on_resume: list[Callable[[int], None] | None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Train ``cfgs``: each group ``can_fuse`` finds as one fused engine, every other config with ``train()`` (after
-    ``on_alone(index, reason)``, or a line on stderr). ``reporters[i]``, ``runs[i]`` (a wandb run or a Future of one)
-    and ``checkpoint_dirs[i]`` are config i's, as train() takes them; ``interrupted`` as train()'s. Returns one
-    summary per config, in order."""
+    ``on_alone(index, reason)``, or a line on stderr). ``reporters[i]``, ``runs[i]`` (a wandb run or a Future of one),
+    ``checkpoint_dirs[i]``, ``resume_from[i]`` and ``on_resume[i]`` are config i's, as train() takes them (a config
+    that resumes a checkpoint trains alone); ``interrupted`` as train()'s. ``on_finished(index, summary)`` is called as
+    each config's run ends (a member that leaves its group early, while the others train on). Returns one summary per
+    config, in order."""
     import sys
 
-    from ignite_sweep.training.train import train
+    from ignite_sweep.training.train import readable_checkpoint, train
 
     n = len(cfgs)
     reporters, runs = reporters or [None] * n, runs or [None] * n
-    checkpoint_dirs = checkpoint_dirs or [None] * n
-    groups, reasons = can_fuse(cfgs)
+    checkpoint_dirs, resume_from = checkpoint_dirs or [None] * n, resume_from or [None] * n
+    on_resume = on_resume or [None] * n
+    resuming = {i: "it resumes its predecessor's checkpoint (a retry trains alone)" for i in range(n)
+                if resume_from[i] is not None and readable_checkpoint(Path(resume_from[i])) is not None}  # fmt: skip
+    rest = [i for i in range(n) if i not in resuming]
+    groups, reasons = can_fuse([cfgs[i] for i in rest])
+    groups = [[rest[j] for j in group] for group in groups]
+    reasons = dict(sorted({**{rest[j]: why for j, why in reasons.items()}, **resuming}.items()))
     summaries: dict[int, dict[str, Any]] = {}
     for group in groups:
         done = _train_group([cfgs[i] for i in group], [reporters[i] for i in group], [runs[i] for i in group],
-                            [checkpoint_dirs[i] for i in group], interrupted)  # fmt: skip
+                            [checkpoint_dirs[i] for i in group], interrupted,
+                            on_finished=(lambda j, summary, group=group: on_finished(group[j], summary))
+                            if on_finished is not None else None)  # fmt: skip
         summaries.update(zip(group, done, strict=True))
     for i, reason in reasons.items():
         if on_alone is not None:
@@ -382,14 +414,17 @@ def train_fused(cfgs: list[TrainConfig], reporters: list[Reporter | None] | None
         else:
             print(f"run {i} trains alone: {reason}", file=sys.stderr)
         summaries[i] = train(cfgs[i], reporter=reporters[i], run=runs[i], checkpoint_dir=checkpoint_dirs[i],
-                             interrupted=interrupted)  # fmt: skip
+                             resume_from=resume_from[i], on_resume=on_resume[i], interrupted=interrupted)  # fmt: skip
+        if on_finished is not None:
+            on_finished(i, summaries[i])
     return [summaries[i] for i in range(n)]
 
 
 def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs: list[Any],
-                 checkpoint_dirs: list[str | Path | None],
-                 interrupted: Callable[[str | None], bool] | None) -> list[dict[str, Any]]:  # fmt: skip
-    """One fused group (``can_fuse`` said so): one trainer Engine, one evaluator Engine, K wandb runs."""
+                 checkpoint_dirs: list[str | Path | None], interrupted: Callable[[str | None], bool] | None,
+                 on_finished: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """One fused group (``can_fuse`` said so): one trainer Engine, one evaluator Engine, K wandb runs;
+    ``on_finished(position, summary)`` as each member ends."""
     import tempfile
 
     import torch
@@ -560,6 +595,8 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
         best_file = Path(m.checkpoint.last_checkpoint) if m.checkpoint.last_checkpoint else None
         m.summary["checkpoint"] = str(best_file) if best_file else None
         finish_run(m.run, m.summary, best_file, m.owned)
+        if on_finished is not None:
+            on_finished(m.index, m.summary)
 
     def request_stop() -> None:  # SIGTERM, SIGHUP or Ctrl-C stop every member
         for m in active:

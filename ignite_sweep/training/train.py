@@ -320,7 +320,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
 
     # W&B handlers log first, then the handlers below read the same metrics
     run, owned = start_run(cfg, run.result() if hasattr(run, "result") else run)
-    attach_wandb(trainer, evaluator, model, cfg.log_interval)
+    attach_wandb(trainer, evaluator, model, cfg.log_interval, run)
 
     @evaluator.on(Events.COMPLETED)
     def track(engine: Any) -> None:

@@ -132,12 +132,17 @@ def attach_wandb(
     evaluator: Engine,
     model: torch.nn.Module,
     log_interval: int,
+    run: Any = None,
 ) -> WandBLogger:
     """Attach the W&B handlers to an active run; returns the logger (``logger.log`` etc. reach wandb).
 
     ``train/*`` are read from ``trainer.state.train_scalars`` when the trainer fires ``TrainEvents.SCALARS``
-    (every ``log_interval`` iterations; registered and fired by train.py)."""
+    (every ``log_interval`` iterations; registered and fired by train.py). A ``run`` that is not the process's active
+    one (one of several runs of a process: a run that could not join its fused group) gets the rows itself."""
+    import wandb
+
     logger = WandBLogger(init=False)
+    log = run.log if run is not None and run is not wandb.run else logger.log
     hist_every = 10 * log_interval  # histograms cost far more than scalars (watch's own default: every 1000 steps)
 
     # One wandb.log per logged row, the histograms in the train/* row and the epoch in the val/* row: each call costs
@@ -148,12 +153,12 @@ def attach_wandb(
         row = {f"train/{name}": value for name, value in engine.state.train_scalars.items()}
         if engine.state.iteration % hist_every == 0:
             row.update(histograms(model))
-        logger.log(row, step=engine.state.iteration)
+        log(row, step=engine.state.iteration)
 
     @evaluator.on(Events.COMPLETED)
     def log_val(engine: Engine) -> None:
         row = {f"val/{name}": float(engine.state.metrics[name]) for name in ("loss", "accuracy")}
-        logger.log({**row, "epoch": trainer.state.epoch}, step=trainer.state.iteration)
+        log({**row, "epoch": trainer.state.epoch}, step=trainer.state.iteration)
 
     return logger
 
