@@ -4,6 +4,7 @@ end), equal to the same run trained alone; a run that cannot join trains alone w
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -54,3 +55,13 @@ def test_ctrl_c_interrupts_every_member_of_a_group_and_none_stays_running(tmp_pa
     runs = store_runs(sweep_id)
     assert [r["state"] for r in runs] == ["interrupted", "interrupted"], err
     assert all(r["summary"].get("fused") == 2 and r["summary"]["epochs_completed"] >= 1 for r in runs)
+
+
+def test_a_fused_group_on_torchs_default_threads_does_not_hang(tmp_path: Path) -> None:
+    """As users run it (no thread variables): the agent warms the fused step before it forks, on one thread, so its
+    children never enter an OpenMP pool started in the agent (they hung there)."""
+    sweep_id = create(sweep_file(tmp_path, parameters={"lr": {"values": [0.01, 0.02]}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("IGNITE_SWEEP_THREADS", "OMP_NUM_THREADS")}
+    result = cli("agent", sweep_id, "--fuse", "2", env=env, timeout=120)  # 10 s; hung for good before
+    assert result.returncode == 0, result.stderr
+    assert [(r["state"], r["summary"].get("fused")) for r in store_runs(sweep_id)] == [("finished", 2)] * 2

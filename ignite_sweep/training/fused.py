@@ -119,11 +119,21 @@ def trace_failure(cfg: TrainConfig) -> str | None:
 def warm_up() -> None:
     """Pay once, in the agent, what the first fused step costs a process (torch.func's first vmapped forward,
     backward, optimizer step and evaluation: about 2 s on this CPU), so that every forked group starts warm: a tiny
-    group of the built-in MLP on a few random images. No dataset is read; the RNG is left as it was."""
+    group of the built-in MLP on a few random images. No dataset is read; the RNG is left as it was. On one thread:
+    a process that forks must not have started torch's OpenMP pool (a forked child that enters it hangs)."""
     import types
 
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _warm_up(torch, types)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _warm_up(torch: Any, types: Any) -> None:
     with torch.random.fork_rng():
         x, y = torch.rand(4, 1, 8, 8), torch.arange(4) % 10
         data = types.SimpleNamespace(train_x=x, in_channels=1, image_size=(8, 8), num_classes=10)
