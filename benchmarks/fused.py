@@ -104,9 +104,20 @@ def optimizer_step_us(k: int = 16, kind: str = "sgd", steps: int = 30) -> dict[s
     return {"stacked_us": stacked_us, "per_member_torch_optim_us": loop_us}
 
 
+def small_mlp(in_channels: int, image_size: tuple[int, int], num_classes: int, dropout: float, hidden: int = 256):  # noqa: ANN201
+    """The built-in MLP with a hidden width of the sweep's choosing (``model: fused:small_mlp``, ``hidden: N``: a
+    user factory and its own hyperparameter, as a user sweeps their model)."""
+    from ignite_sweep.training.models import MLP
+
+    return MLP(in_channels, image_size, num_classes, dropout, hidden=hidden)
+
+
 def agent_level(ks: list[int], runs: int, epochs: int, hidden: int | None = None) -> dict:
     """The same random sweep through the real CLI agent at each --fuse K (a fresh store each): runs per hour.
-    ``hidden``: the MLP's hidden width (its factory argument; default the built-in MLP's, 256)."""
+    ``hidden``: the MLP's hidden width (through ``small_mlp``; default the built-in MLP, 256 wide)."""
+    if hidden:  # the agents import small_mlp from this folder
+        here = str(Path(__file__).resolve().parent)
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
     from local_sweep import run_sweep
 
     sweep = {
@@ -115,7 +126,7 @@ def agent_level(ks: list[int], runs: int, epochs: int, hidden: int | None = None
         "run_cap": runs,
         "parameters": {
             "dataset": {"value": "digits"},
-            "model": {"value": "mlp"},
+            "model": {"value": "fused:small_mlp" if hidden else "mlp"},
             "epochs": {"value": epochs},
             "lr": {"distribution": "log_uniform_values", "min": 1e-3, "max": 1e-1},
             "momentum": {"min": 0.0, "max": 0.95},

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # For a machine with GPUs: a quickstart-style sweep on MNIST-shaped data written here (no download),
-# fanned out with --gpus all --per-gpu 1, 2 and 4. Prints runs/minute per setting and mean GPU utilisation.
-# Usage: bash benchmarks/gpu_check.sh [runs per setting, default 8]
+# fanned out with --gpus all --per-gpu 1, 2 and 4; then fused runs (the seed's Net, fp32: amp is not fused) at
+# --fuse 1, 4, 8 and 16 against --per-gpu 4. Prints runs/minute per setting and mean GPU utilisation.
+# Usage: bash benchmarks/gpu_check.sh [runs per setting, default 8] [runs per fused setting, default 16]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-8}
+FUSE_RUNS=${2:-16}
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || { make install >/dev/null; PY=.venv/bin/python; }
 WORK=$(mktemp -d)
@@ -32,23 +34,33 @@ parameters:
   lr: {distribution: log_uniform_values, min: 0.001, max: 0.1}
   momentum: {distribution: uniform, min: 0.5, max: 0.95}
 YAML
-for K in 1 2 4; do
-  export IGNITE_SWEEP_DIR="$WORK/store-$K"
-  ID=$("$PY" -m ignite_sweep create "$WORK/sweep.yaml" --backend local 2>/dev/null | tail -1)
-  nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 > "$WORK/util-$K.txt" &
+measure() {  # measure NAME SWEEP_FILE AGENT_OPTIONS...: one sweep through the agent, one JSON line
+  local name=$1 file=$2; shift 2
+  export IGNITE_SWEEP_DIR="$WORK/store-$name"
+  ID=$("$PY" -m ignite_sweep create "$file" --backend local 2>/dev/null | tail -1)
+  nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 > "$WORK/util-$name.txt" &
   SMI=$!
   START=$(date +%s.%N)
-  "$PY" -m ignite_sweep agent "$ID" --gpus all --per-gpu "$K" --stagger 1 > "$WORK/pool-$K.log" 2>&1 || true
+  "$PY" -m ignite_sweep agent "$ID" "$@" > "$WORK/pool-$name.log" 2>&1 || true
   END=$(date +%s.%N)
   kill $SMI 2>/dev/null || true
   FINISHED=$("$PY" -m ignite_sweep status "$ID" --json | "$PY" -c 'import json,sys; print(sum(r["state"]=="finished" for r in json.load(sys.stdin)["runs"]))')
-  "$PY" - "$K" "$START" "$END" "$FINISHED" "$WORK/util-$K.txt" <<'PYEOF'
+  "$PY" - "$name" "$START" "$END" "$FINISHED" "$WORK/util-$name.txt" <<'PYEOF'
 import json, sys
-k, start, end, finished, util = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+name, start, end, finished, util = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 values = [float(v) for v in open(util).read().split() if v.replace(".", "").isdigit()]
-print(json.dumps({"per_gpu": int(k), "runs_finished": finished, "wall_s": round(end - start, 1),
+print(json.dumps({"setting": name, "runs_finished": finished, "wall_s": round(end - start, 1),
                   "runs_per_min": round(finished / ((end - start) / 60), 2),
                   "gpu_util_mean_pct": round(sum(values) / len(values), 1) if values else None}))
 PYEOF
-  tail -1 "$WORK/pool-$K.log"
+  tail -1 "$WORK/pool-$name.log"
+}
+for K in 1 2 4; do
+  measure "per-gpu-$K" "$WORK/sweep.yaml" --gpus all --per-gpu "$K" --stagger 1
 done
+sed -e '/amp:/d' -e "s/run_cap: $RUNS/run_cap: $FUSE_RUNS/" -e 's/batch_size: {values: \[128, 256\]}/batch_size: {value: 128}/' \
+  "$WORK/sweep.yaml" > "$WORK/fused.yaml"
+for F in 1 4 8 16; do
+  measure "fuse-$F" "$WORK/fused.yaml" --gpus all --fuse "$F"
+done
+measure "fused-sweep-per-gpu-4" "$WORK/fused.yaml" --gpus all --per-gpu 4 --stagger 1

@@ -51,6 +51,20 @@ def test_gpus_without_cuda_is_one_line(offline_wandb: Path, monkeypatch: pytest.
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "no CUDA GPU found" in result.stderr
 
 
+def test_the_live_table_has_a_row_per_running_run_of_a_slot() -> None:
+    """A slot's agent with --fuse trains several runs at once: each is a row (the slot named once), until it ends."""
+    from ignite_sweep.execution.pool import PoolView, Running, Slot, SlotState
+
+    slots = [SlotState(Slot("cpu0", None, 1)), SlotState(Slot("cpu1", None, 1))]
+    slots[0].runs = {"r1": Running({"lr": 0.1}, 2, 0.91), "r2": Running({"lr": 0.2}, 2, 0.85)}
+    view = PoolView("val/accuracy", "maximize", slots, swept=["lr"])
+    columns = [[str(cell) for cell in column._cells] for column in view.table().columns]
+    rows = list(zip(*columns, strict=True))
+    assert [row[:5] for row in rows] == [("cpu0", "-", "r1", "lr=0.1", "2"), ("", "", "r2", "lr=0.2", "2"),
+                                         ("cpu1", "-", "-", "", "")]  # fmt: skip
+    assert rows[0][5:] == ("0.91", "running") and rows[1][5:] == ("0.85", "")
+
+
 def test_two_workers_run_every_grid_point_once(offline_wandb: Path) -> None:
     path = sweep_file(offline_wandb, parameters={"lr": {"values": [0.01, 0.02, 0.03, 0.04]}})
     sweep_id = create(path)
