@@ -195,6 +195,37 @@ def test_can_fuse_gives_the_fallback_reason_and_the_run_trains_alone(no_wandb: N
     assert [i for i, _ in told] == [0, 1] and all(s["status"] == "finished" and "fused" not in s for s in summaries)
 
 
+class TooBig(torch.nn.Module):
+    """Runs out of device memory in a fused group at its first batch, as K members too many for a GPU do (the fused
+    step's batched weights are what it cannot hold); the probe's 2 samples and a run alone fit."""
+
+    def __init__(self, inputs: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(inputs, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 2 and torch._C._functorch.is_batchedtensor(self.fc.weight):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return torch.log_softmax(self.fc(x.flatten(1)), dim=-1)
+
+
+def too_big_when_fused(in_channels: int, image_size: tuple[int, int], num_classes: int,
+                       dropout: float) -> torch.nn.Module:  # fmt: skip
+    return TooBig(in_channels * image_size[0] * image_size[1], num_classes)
+
+
+def test_a_group_out_of_device_memory_trains_its_members_alone(no_wandb: None) -> None:
+    cfgs = configs(*({"model": "test_fused:too_big_when_fused", "epochs": 1, "lr": lr} for lr in (0.01, 0.02)))
+    assert can_fuse(cfgs)[0] == [[0, 1]]
+    told: list[tuple[int, str]] = []
+    summaries = train_fused(cfgs, on_alone=lambda i, why: told.append((i, why)))
+    assert told == [(i, "its group of 2 ran out of device memory (CUDA out of memory. Tried to allocate 2.00 GiB)")
+                    for i in (0, 1)]  # fmt: skip
+    for cfg, summary_ in zip(cfgs, summaries, strict=True):
+        assert summary_["status"] == "finished" and "fused" not in summary_
+        assert summary_["val/accuracy"] == pytest.approx(train(cfg)["val/accuracy"], abs=TOLERANCE)
+
+
 def test_a_fused_members_resume_checkpoint_is_one_an_unfused_retry_resumes(no_wandb: None, tmp_path: Path) -> None:
     """A retry may run unfused: it resumes a member's checkpoint (model, optimizer state, lr schedule, RNG, epoch)
     and ends where the uninterrupted unfused run ends."""

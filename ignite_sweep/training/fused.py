@@ -21,7 +21,9 @@ A member trains as its run would alone (same init, same batches, same dropout ma
 
 A member leaves the group when it diverges (a NaN or infinite loss: ``diverged``), its reporter stops it, early
 stopping ends it, or its epochs are done; its slice is dropped from the stacked tensors, so the rest run as a
-smaller group. Each member logs to its own wandb run the names ``train()`` logs, at the same steps.
+smaller group. Each member logs to its own wandb run the names ``train()`` logs, at the same steps. A group that runs
+out of device memory before any member was evaluated (K too large for the GPU) is no failure: its members train alone,
+one after another, as they would have unfused.
 """
 
 from __future__ import annotations
@@ -412,13 +414,21 @@ def train_fused(cfgs: list[TrainConfig], reporters: list[Reporter | None] | None
     groups = [[rest[j] for j in group] for group in groups]
     reasons = dict(sorted({**{rest[j]: why for j, why in reasons.items()}, **resuming}.items()))
     summaries: dict[int, dict[str, Any]] = {}
+    ran_out = False
     for group in groups:
-        done = _train_group([cfgs[i] for i in group], [reporters[i] for i in group], [runs[i] for i in group],
-                            [checkpoint_dirs[i] for i in group], interrupted,
-                            on_finished=(lambda j, summary, group=group: on_finished(group[j], summary))
-                            if on_finished is not None else None)  # fmt: skip
+        try:
+            done = _train_group([cfgs[i] for i in group], [reporters[i] for i in group], [runs[i] for i in group],
+                                [checkpoint_dirs[i] for i in group], interrupted,
+                                on_finished=(lambda j, summary, group=group: on_finished(group[j], summary))
+                                if on_finished is not None else None)  # fmt: skip
+        except _GroupOutOfMemory as oom:  # never a failure because of fusion: each trains as it would alone
+            reasons.update({i: f"its group of {len(group)} ran out of device memory ({oom})" for i in group})
+            ran_out = True
+            continue
         summaries.update(zip(group, done, strict=True))
-    for i, reason in reasons.items():
+    if ran_out:
+        _free_device_memory()
+    for i, reason in sorted(reasons.items()):
         if on_alone is not None:
             on_alone(i, reason)
         else:
@@ -428,6 +438,21 @@ def train_fused(cfgs: list[TrainConfig], reporters: list[Reporter | None] | None
         if on_finished is not None:
             on_finished(i, summaries[i])
     return [summaries[i] for i in range(n)]
+
+
+class _GroupOutOfMemory(Exception):  # noqa: N818 - a signal between two functions of this module, not an error
+    """A fused group ran out of device memory before any member was evaluated: its members train alone."""
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def _free_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs: list[Any],
@@ -616,16 +641,25 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
 
     stop = StopSignal(request_stop)
     started = time.perf_counter()
+    untouched = False  # out of memory before any member was evaluated: nothing to finish, each trains alone
     with stop.installed():
         try:
             trainer.run(train_batches, max_epochs=max(cfg.epochs for cfg in cfgs))
-        except BaseException:
+        except BaseException as exc:
+            untouched = _out_of_memory(exc) and all(m in active and m.state["evaluated_at"] < 0 for m in members)
+            if untouched:
+                for m in members:
+                    if m.owned:  # a run of its own again when it trains alone
+                        m.run.finish(exit_code=1)
+                raise _GroupOutOfMemory(str(exc).splitlines()[0][:200] if str(exc) else "") from None
             for m in active:
                 m.state["status"] = "failed"
             raise
         finally:
             stop.on_stop = lambda: None
-            it = trainer.state.iteration
+            it = trainer.state.iteration if not untouched else 0
+            if untouched:
+                active.clear()
             if active and trainer.state.output is not None:  # a run stopped mid-epoch still gets its metrics
                 for m, ok in zip(active, torch.isfinite(trainer.state.output).tolist(), strict=True):
                     if not ok and m.state["status"] != "failed":
