@@ -4,12 +4,15 @@ end), equal to the same run trained alone; a run that cannot join trains alone w
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
 
 import pytest
 from sweep_helpers import cli, create, start_agent, store_runs, sweep_file, wait_for
+
+from ignite_sweep.execution.process import EVENT_PREFIX
 
 # lr small enough that these runs are reproducible to 1e-4 under a change of float rounding (a vmapped matmul sums in
 # another order): at lr 0.05 and batch 32 the same run trained on 1 or 2 threads already differs by 0.01 in val/loss
@@ -23,7 +26,7 @@ def by_config(runs: list[dict]) -> dict[tuple, dict]:
 def test_fused_runs_are_runs_of_their_own_equal_to_unfused_ones(tmp_path: Path) -> None:
     path = sweep_file(tmp_path, parameters=GRID)
     fused_id, alone_id = create(path), create(path)
-    fused = cli("agent", fused_id, "--fuse", "3")
+    fused = cli("agent", fused_id, "--fuse", "3", env={**os.environ, "IGNITE_SWEEP_EVENTS": "1"})  # as a pool slot
     assert fused.returncode == 0, fused.stderr
     assert cli("agent", alone_id).returncode == 0
 
@@ -41,6 +44,12 @@ def test_fused_runs_are_runs_of_their_own_equal_to_unfused_ones(tmp_path: Path) 
         for name in ("val/accuracy", "val/loss"):
             assert run["summary"][name] == pytest.approx(alone[key]["summary"][name], abs=1e-4), (key, name)
     assert len({r["run_dir"] for r in runs.values()}) == 4
+    # the live view learns of each member's end as it is recorded, before the agent's end events for its group
+    events = [json.loads(line.split(EVENT_PREFIX, 1)[1]) for line in fused.stdout.splitlines() if EVENT_PREFIX in line]
+    kinds = [(e["event"], e["run"]) for e in events if e["event"] in ("left", "end")]
+    for run in together:
+        assert kinds.index(("left", run["id"])) < min(kinds.index(("end", r["id"])) for r in together)
+    assert sum(kind == "left" for kind, _ in kinds) == 3  # the group's two and the run that trained alone beside it
 
 
 def test_ctrl_c_interrupts_every_member_of_a_group_and_none_stays_running(tmp_path: Path) -> None:

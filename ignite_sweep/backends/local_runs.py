@@ -23,7 +23,7 @@ from typing import Any
 
 from ignite_sweep import faults
 from ignite_sweep.backends.base import SweepRecord
-from ignite_sweep.execution.process import release_agent
+from ignite_sweep.execution.process import emit, release_agent
 from ignite_sweep.execution.runs import (
     FusedRun,
     Outcome,
@@ -154,6 +154,7 @@ class LocalRuns:
                 sink.flush()
             code = self.ended(store, run["id"], outcome, the_run, folders, release=False)
             ended.add(run["id"])
+            emit({"event": "left", "run": run["id"], "state": end_state(outcome.ending)[0]})  # the pool's row goes
             if code == FAULT_EXIT and self.fault is not None:  # the machine's: the group's other runs stop too
                 raise self.fault
 

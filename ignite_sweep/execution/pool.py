@@ -103,6 +103,7 @@ class SlotState:
     retired: str | None = None
     exit_code: int | None = None
     runs: dict[str, Running] = field(default_factory=dict)  # its running runs (several with --fuse), by id
+    left: dict[str, Running] = field(default_factory=dict)  # runs of a fused group that ended while it trains on
     last_error: str = ""
 
 
@@ -250,8 +251,12 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
                 elif not live:
                     shown = f": {metric}={fmt(r.metric)}" if metric else ""
                     say(f"[{state.slot.name}] run {event['run']} epoch {r.epoch}{shown}")
-            elif kind == "end":
+            elif kind == "left":  # a member's end is recorded; its agent says how it ended when the group ends
                 gone = state.runs.pop(event.get("run"), None)
+                if gone is not None:
+                    state.left[event["run"]] = gone
+            elif kind == "end":
+                gone = state.runs.pop(event.get("run"), None) or state.left.pop(event.get("run"), None)
                 last = gone.metrics if gone is not None else {}
                 view.record_end(event, last)
                 if not live:
