@@ -74,3 +74,21 @@ def test_a_fused_group_on_torchs_default_threads_does_not_hang(tmp_path: Path) -
     result = cli("agent", sweep_id, "--fuse", "2", env=env, timeout=120)  # 10 s; hung for good before
     assert result.returncode == 0, result.stderr
     assert [(r["state"], r["summary"].get("fused")) for r in store_runs(sweep_id)] == [("finished", 2)] * 2
+
+
+def test_kill_9_of_a_group_crashes_every_member_and_their_retries_resume_alone(tmp_path: Path) -> None:
+    sweep_id = create(sweep_file(tmp_path, parameters={"lr": {"values": [0.01, 0.02]}, "epochs": {"value": 3}}))
+    agent = start_agent(sweep_id, "--fuse", "2")
+    first = wait_for(lambda: next((r for r in store_runs(sweep_id) if r["history"] and r["pid"]), None),
+                     what="a member that evaluated")  # fmt: skip
+    os.kill(first["pid"], signal.SIGKILL)
+    _, err = agent.communicate(timeout=300)
+    assert agent.returncode == 0, err
+    runs = store_runs(sweep_id)
+    crashed = [r for r in runs if r["state"] == "crashed"]
+    assert len(crashed) == 2 and all(r["error"] == "process killed by SIGKILL" for r in crashed), err
+    retries = [r for r in runs if r["retry_of"]]
+    assert sorted(r["retry_of"] for r in retries) == sorted(r["id"] for r in crashed)
+    assert all(r["state"] == "finished" and r["resumed_epoch"] >= 1 and r["summary"]["epochs_completed"] == 3
+               for r in retries), err  # fmt: skip
+    assert err.count("trains alone: it resumes its predecessor's checkpoint (a retry trains alone)") == 2
