@@ -204,7 +204,7 @@ class TooBig(torch.nn.Module):
         self.fc = torch.nn.Linear(inputs, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] > 2 and torch._C._functorch.is_batchedtensor(self.fc.weight):
+        if x.shape[0] > 2 and torch._C._functorch.is_functorch_wrapped_tensor(self.fc.weight):  # vmapped
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return torch.log_softmax(self.fc(x.flatten(1)), dim=-1)
 
@@ -224,6 +224,50 @@ def test_a_group_out_of_device_memory_trains_its_members_alone(no_wandb: None) -
     for cfg, summary_ in zip(cfgs, summaries, strict=True):
         assert summary_["status"] == "finished" and "fused" not in summary_
         assert summary_["val/accuracy"] == pytest.approx(train(cfg)["val/accuracy"], abs=TOLERANCE)
+
+
+class Breaks(TooBig):
+    """A fused group of it raises (not for want of memory) at its first batch; alone it trains."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 2 and torch._C._functorch.is_functorch_wrapped_tensor(self.fc.weight):  # vmapped
+            raise ValueError("this model breaks when fused")
+        return torch.log_softmax(self.fc(x.flatten(1)), dim=-1)
+
+
+def breaks_when_fused(in_channels: int, image_size: tuple[int, int], num_classes: int,
+                      dropout: float) -> torch.nn.Module:  # fmt: skip
+    return Breaks(in_channels * image_size[0] * image_size[1], num_classes)
+
+
+def test_a_group_that_raises_fails_its_own_runs_only(no_wandb: None) -> None:
+    breaks = {"model": "test_fused:breaks_when_fused", "epochs": 1}
+    cfgs = configs(breaks, {**breaks, "lr": 0.02}, {**breaks, "batch_size": 32})  # the third trains alone
+    failed: list[tuple[int, str]] = []
+    ended: list[tuple[int, str]] = []
+    summaries = train_fused(cfgs, on_failed=lambda i, exc: failed.append((i, str(exc))), on_alone=lambda *_: None,
+                            on_finished=lambda i, s: ended.append((i, s["status"])))  # fmt: skip
+    assert failed == [(0, "this model breaks when fused"), (1, "this model breaks when fused")]
+    assert ended == [(2, "finished")] and summaries[2]["status"] == "finished" and summaries[:2] == [{}, {}]
+    with pytest.raises(ValueError, match="breaks when fused"):  # without on_failed the error goes up
+        train_fused(cfgs[:2])
+
+
+def test_a_stop_during_the_group_ends_the_runs_not_started_yet(no_wandb: None) -> None:
+    """SIGTERM (a cluster's preemption, `cancel`) while the group trains: the group stops, and the run that would
+    have trained alone after it never starts: it ends stopped after 0 epochs."""
+    import os
+    import signal
+
+    def preempt(_metrics: dict[str, Any]) -> bool:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return False
+
+    cfgs = configs({"epochs": 3}, {"epochs": 3, "lr": 0.02}, {"epochs": 3, "batch_size": 32})
+    told: list[int] = []
+    summaries = train_fused(cfgs, reporters=[preempt, None, None], on_alone=lambda i, _why: told.append(i))
+    assert [(s["status"], s["stopped_by"]) for s in summaries] == [("stopped", "SIGTERM")] * 3
+    assert [s["epochs_completed"] for s in summaries] == [1, 1, 0] and told == []
 
 
 def test_a_fused_members_resume_checkpoint_is_one_an_unfused_retry_resumes(no_wandb: None, tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ def test_fused_runs_are_runs_of_their_own_equal_to_unfused_ones(tmp_path: Path) 
     for run in together:
         assert kinds.index(("left", run["id"])) < min(kinds.index(("end", r["id"])) for r in together)
     assert sum(kind == "left" for kind, _ in kinds) == 3  # the group's two and the run that trained alone beside it
+    assert all(fused.stderr.count(f"run {run['id']} finished val/accuracy=") == 1 for run in runs.values())
 
 
 def test_ctrl_c_interrupts_every_member_of_a_group_and_none_stays_running(tmp_path: Path) -> None:
@@ -92,3 +93,5 @@ def test_kill_9_of_a_group_crashes_every_member_and_their_retries_resume_alone(t
     assert all(r["state"] == "finished" and r["resumed_epoch"] >= 1 and r["summary"]["epochs_completed"] == 3
                for r in retries), err  # fmt: skip
     assert err.count("trains alone: it resumes its predecessor's checkpoint (a retry trains alone)") == 2
+    assert all(err.count(f"run {r['id']} crashed: process killed by SIGKILL") == 1 for r in crashed)
+    assert all(err.count(f"run {r['id']} finished") == 1 for r in retries)

@@ -54,6 +54,16 @@ def _waiting_for(finishing: list[int]) -> Any:
             reap(pid, block=True)
 
 
+def end_line(sweep: SweepRecord, row: dict[str, Any]) -> str:
+    """The agent's line for a run that ended (``row``: its store row): its state, scores and error; a warning for
+    one that logged no result."""
+    state, summary = row.get("state", "crashed"), row.get("summary") or {}
+    if summary.get("missing_metric"):
+        return f"warning: run {row['id']} {state} but {row.get('error')}"
+    error = f": {row.get('error')}" if row.get("error") else ""
+    return f"run {row['id']} {state}{sweep.scores_text(summary)}{error}"
+
+
 def _new_id() -> str:
     alphabet = string.ascii_lowercase + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(8))
@@ -323,21 +333,18 @@ class LocalBackend(Backend):
         tally = {"done": 0, "failures": 0, "without_metric": 0}
         reason, waiting = "", False
 
-        def ended(run: dict[str, Any]) -> None:
-            """One line for a run that ended, its event, and the agent's counts."""
+        def ended(run: dict[str, Any], shown: bool = True, counted: bool = True) -> None:
+            """One line for a run that ended (unless its fused group's process said it as the run ended), its event,
+            and the agent's counts (a failure in a row unless not ``counted``)."""
             row = self.store.run(run["id"]) or {}
             state = row.get("state", "crashed")
             states[state] = states.get(state, 0) + 1
             tally["done"] += 1
             metric = sweep.metric
             value = (row.get("summary") or {}).get(metric) if metric else None
-            shown = sweep.scores_text(row.get("summary"))
-            error = f": {row.get('error')}" if row.get("error") else ""
             missing = (row.get("summary") or {}).get("missing_metric")
-            if missing:  # a run that logged no result: one warning line
-                say(f"warning: run {run['id']} {state} but {row.get('error')}")
-            else:
-                say(f"run {run['id']} {state}{shown}{error}")
+            if shown:
+                say(end_line(sweep, {"id": run["id"], **row}))
             emit({"event": "end", "run": run["id"], "state": state, "metric": value, "error": row.get("error"),
                   "metrics": {name: (row.get("summary") or {}).get(name) for name, _ in sweep.objectives},
                   "params": run["config"]})  # fmt: skip
@@ -345,12 +352,11 @@ class LocalBackend(Backend):
             if tally["without_metric"] == NO_METRIC_RUNS:  # once, when it becomes a pattern
                 say(f"warning: the sweep is not receiving its metric: {NO_METRIC_RUNS} runs in a row never "
                     f"logged {missing}; make metric.name in the sweep file a name the program logs")
-            tally["failures"] = tally["failures"] + 1 if state in ("failed", "crashed") else 0
-            if tally["failures"] >= max_consecutive_failures:
-                raise BackendError(
-                    f"agent stopped: {tally['failures']} runs in a row failed or crashed "
-                    f"(--max-consecutive-failures {max_consecutive_failures}); last error: {row.get('error')}"
-                )
+            if counted:
+                tally["failures"] = tally["failures"] + 1 if state in ("failed", "crashed") else 0
+            last_error[0] = row.get("error")
+
+        last_error: list[str | None] = [None]
 
         with self._faults_stop_the_agent(), interrupts.installed(), _waiting_for(finishing):
             while True:
@@ -371,11 +377,17 @@ class LocalBackend(Backend):
                 if run is None:
                     break
                 claimed = [run]  # with --fuse K: up to K (grid, random: K points; bayes, TPE: the first ones pending)
-                while len(claimed) < min(fuse, count - tally["done"] if count is not None else fuse):
-                    more, _why = self.claim(sweep_id, slot=slot, gpu=gpu)
-                    if more is None:  # exhausted, run_cap, stopped: the next loop's claim says why
+                if fuse > 1:
+                    try:
+                        self._claim_more(sweep_id, claimed, min(fuse, count - tally["done"] if count else fuse), slot,
+                                         gpu)  # fmt: skip
+                    except BaseException:  # the store failed, or Ctrl-C twice: none of them started
+                        self._never_started(claimed, "the agent stopped before it started the run")
+                        raise
+                    if interrupts.requested:
+                        self._never_started(claimed, "the agent was interrupted before it started the run")
+                        reason = "interrupted"
                         break
-                    claimed.append(more)
                 for run in claimed:
                     label = " ".join(f"{k}={fmt(v)}" for k, v in run["config"].items())
                     retry = f" (continues {run['retry_of']})" if run.get("retry_of") else ""
@@ -385,7 +397,8 @@ class LocalBackend(Backend):
                 if len(claimed) == 1:
                     child = functools.partial(trial, sweep, run, interrupts.interrupted)
                 else:
-                    child = functools.partial(runs.fused_run, sweep, claimed, interrupts.interrupted)
+                    child = functools.partial(runs.fused_run, sweep, claimed, interrupts.interrupted,
+                                              announce=lambda row: say(end_line(sweep, row)))  # fmt: skip
                 outcome = run_in_child(
                     child,
                     interrupts,
@@ -402,13 +415,43 @@ class LocalBackend(Backend):
                             if (self.store.run(run["id"]) or {}).get("state") == "running":
                                 self.store.end_run(run["id"], "interrupted", error=fault.split(" (", 1)[0])
                     raise BackendError(fault or f"run {claimed[0]['id']} was cut short by a machine fault")
-                for run in claimed:
-                    if not outcome.ok:  # the child could not record its end itself (end_run keeps one it did)
-                        died = Ending(died=outcome.describe(), agent_interrupted=interrupts.requested)
-                        state, error = end_state(died)
-                        self.store.end_run(run["id"], state, error=error)
-                    ended(run)
+                shown = [len(claimed) == 1] * len(claimed)  # a group's process said its own runs' ends
+                if not outcome.ok:  # the child could not record its end itself (end_run keeps one it did)
+                    died = Ending(died=outcome.describe(), agent_interrupted=interrupts.requested)
+                    state, error = end_state(died)
+                    shown = [self.store.end_run(run["id"], state, error=error) or one for run, one in
+                             zip(claimed, shown, strict=True)]  # fmt: skip
+                group_died = not outcome.ok and len(claimed) > 1  # one process died: one failure, not K
+                for run, one in zip(claimed, shown, strict=True):
+                    ended(run, shown=one, counted=not group_died)
+                tally["failures"] += group_died
+                if tally["failures"] >= max_consecutive_failures:
+                    raise BackendError(
+                        f"agent stopped: {tally['failures']} runs in a row failed or crashed "
+                        f"(--max-consecutive-failures {max_consecutive_failures}); last error: {last_error[0]}"
+                    )
         return AgentResult(runs=tally["done"], reason=reason, states=states)
+
+    def _claim_more(self, sweep_id: str, claimed: list[dict[str, Any]], up_to: int, slot: str | None,
+                    gpu: str | None) -> None:  # fmt: skip
+        """Claim runs into ``claimed`` until it holds ``up_to`` (a fused group: grid and random hand out more
+        points; bayes and TPE suggest each with the ones claimed before as pending), or the sweep has none now
+        (exhausted, run_cap, stopped, paused: the next claim says why)."""
+        while len(claimed) < up_to:
+            run, _why = self.claim(sweep_id, slot=slot, gpu=gpu)
+            if run is None:
+                return
+            claimed.append(run)
+
+    def _never_started(self, claimed: list[dict[str, Any]], why: str) -> None:
+        """Claimed runs that will not start (Ctrl-C, or the store failed while the group was claimed): recorded
+        ``interrupted``, run again first and no attempt spent; noted for the next agent here if the store cannot
+        say so now."""
+        for run in claimed:
+            try:
+                self.store.end_run(run["id"], "interrupted", error=why, wait_s=0)
+            except Exception:  # noqa: BLE001 - the store is away: the next agent on this machine records it
+                faults.mark_cut_short(run["id"], why)
 
     @contextlib.contextmanager
     def _faults_stop_the_agent(self) -> Any:

@@ -135,11 +135,12 @@ class LocalRuns:
                           resume_from=folder / retry_of if retry_of else None,
                           agent_interrupted=agent_interrupted)  # fmt: skip
 
-    def fused_run(self, sweep: SweepRecord, runs: list[dict[str, Any]], agent_interrupted: Callable[[], bool]) -> int:
+    def fused_run(self, sweep: SweepRecord, runs: list[dict[str, Any]], agent_interrupted: Callable[[], bool],
+                  announce: Callable[[dict[str, Any]], None] | None = None) -> int:  # fmt: skip
         """In the forked child: the claimed ``runs`` trained together (``FusedRun``), each one a run of its own: its
-        heartbeat, its evaluations to the store as they come, its end recorded (and its wandb run finished) as it
-        ends while the others train on. A run whose config is bad fails alone. The agent is released once every
-        end is recorded. Returns the child's exit code, as ``execute``'s."""
+        heartbeat, its evaluations to the store as they come, its end recorded (and its wandb run finished, and
+        ``announce`` told its row) as it ends while the others train on. A run whose config is bad fails alone. The
+        agent is released once every end is recorded. Returns the child's exit code, as ``execute``'s."""
         store = self.open_store(*(run["id"] for run in runs))
         if store is None:
             return FAULT_EXIT
@@ -155,8 +156,17 @@ class LocalRuns:
             code = self.ended(store, run["id"], outcome, the_run, folders, release=False)
             ended.add(run["id"])
             emit({"event": "left", "run": run["id"], "state": end_state(outcome.ending)[0]})  # the pool's row goes
+            if announce is not None:
+                announce({"id": run["id"], **(store.run(run["id"]) or {})})
             if code == FAULT_EXIT and self.fault is not None:  # the machine's: the group's other runs stop too
                 raise self.fault
+
+        def failed(run: dict[str, Any], sink: StoreSink, the_run: TrainerRun, exc: Exception) -> None:
+            """What trained ``run`` raised: that run failed, unless the machine's fault (then the group stops)."""
+            fault = exc if isinstance(exc, faults.MachineFault) else faults.classify(exc, folders, str(store))
+            if fault is not None:
+                raise fault
+            end(run, sink, Outcome(failure(exc, run["config"])), the_run)
 
         try:
             for run, sink in zip(runs, sinks, strict=True):
@@ -168,8 +178,9 @@ class LocalRuns:
                 group = FusedRun([m for _, _, m in members], on_alone=lambda i, why: print(
                     f"run {members[i][0]['id']} trains alone: {why}", file=sys.stderr))  # fmt: skip
                 group.start()
-                group.wait([sink for _, sink, _ in members], lambda i, outcome: end(*members[i][:2], outcome,
-                                                                                     members[i][2]))  # fmt: skip
+                group.wait([sink for _, sink, _ in members],
+                           lambda i, outcome: end(*members[i][:2], outcome, members[i][2]),
+                           lambda i, exc: failed(*members[i], exc))  # fmt: skip
         except faults.MachineFault as fault:
             for run, _, the_run in members:
                 if run["id"] not in ended:

@@ -325,6 +325,9 @@ def run_pool(sweep_id: str, slots: list[Slot], metric: str | None, goal: str, co
                 if p is None or state.done or state.retired or p.poll() is None:
                     continue
                 code = p.returncode
+                with lock:  # its runs ended with it (recorded by it, or found crashed and offered again)
+                    state.runs.clear()
+                    state.left.clear()
                 if code in (0, 1, 130) or interrupts["count"]:
                     state.done, state.exit_code = True, code
                     if code == 1:

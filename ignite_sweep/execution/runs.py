@@ -181,7 +181,10 @@ class FusedRun:
                 member.starting = starter.submit(member._init)
         starter.shutdown(wait=False)
 
-    def wait(self, sinks: list[Sink], ended: Callable[[int, Outcome], None]) -> None:
+    def wait(self, sinks: list[Sink], ended: Callable[[int, Outcome], None],
+             failed: Callable[[int, Exception], None]) -> None:  # fmt: skip
+        """Train; ``ended(i, outcome)`` as member i ends, ``failed(i, exception)`` when what trained it raised (the
+        others go on unless ``failed`` raises)."""
         from ignite_sweep.training.fused import train_fused
 
         members = self.members
@@ -191,7 +194,8 @@ class FusedRun:
                     resume_from=[m.resume_from for m in members], on_resume=[s.resumed for s in sinks],
                     interrupted=lambda stopped_by: interruption(stopped_by, agent_interrupted()),
                     on_alone=self.on_alone,
-                    on_finished=lambda i, summary: ended(i, members[i].outcome(summary)))  # fmt: skip
+                    on_finished=lambda i, summary: ended(i, members[i].outcome(summary)),
+                    on_failed=failed)  # fmt: skip
         run_ending()
 
     def stop(self, force: bool = False) -> None:

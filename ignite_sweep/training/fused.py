@@ -392,16 +392,22 @@ def train_fused(cfgs: list[TrainConfig], reporters: list[Reporter | None] | None
                 on_alone: Callable[[int, str], None] | None = None,
                 on_finished: Callable[[int, dict[str, Any]], None] | None = None,
                 resume_from: list[str | Path | None] | None = None,
-                on_resume: list[Callable[[int], None] | None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+                on_resume: list[Callable[[int], None] | None] | None = None,
+                on_failed: Callable[[int, Exception], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Train ``cfgs``: each group ``can_fuse`` finds as one fused engine, every other config with ``train()`` (after
     ``on_alone(index, reason)``, or a line on stderr). ``reporters[i]``, ``runs[i]`` (a wandb run or a Future of one),
     ``checkpoint_dirs[i]``, ``resume_from[i]`` and ``on_resume[i]`` are config i's, as train() takes them (a config
     that resumes a checkpoint trains alone); ``interrupted`` as train()'s. ``on_finished(index, summary)`` is called as
     each config's run ends (a member that leaves its group early, while the others train on). Returns one summary per
-    config, in order."""
+    config, in order (None for one that failed).
+
+    A group or a run alone that raises fails its own runs only: ``on_failed(index, exception)`` for each of them (it
+    may raise, to stop everything: a machine fault), and the others train; without ``on_failed`` the exception goes
+    up. A stop (SIGTERM, SIGHUP, Ctrl-C) ends what trains and every run not started yet: those end ``stopped`` (or
+    ``interrupted``, as ``interrupted`` says) after 0 epochs."""
     import sys
 
-    from ignite_sweep.training.train import readable_checkpoint, train
+    from ignite_sweep.training.train import StopSignal, readable_checkpoint, train
 
     n = len(cfgs)
     reporters, runs = reporters or [None] * n, runs or [None] * n
@@ -413,31 +419,69 @@ def train_fused(cfgs: list[TrainConfig], reporters: list[Reporter | None] | None
     groups, reasons = can_fuse([cfgs[i] for i in rest])
     groups = [[rest[j] for j in group] for group in groups]
     reasons = dict(sorted({**{rest[j]: why for j, why in reasons.items()}, **resuming}.items()))
-    summaries: dict[int, dict[str, Any]] = {}
-    ran_out = False
-    for group in groups:
-        try:
-            done = _train_group([cfgs[i] for i in group], [reporters[i] for i in group], [runs[i] for i in group],
-                                [checkpoint_dirs[i] for i in group], interrupted,
-                                on_finished=(lambda j, summary, group=group: on_finished(group[j], summary))
-                                if on_finished is not None else None)  # fmt: skip
-        except _GroupOutOfMemory as oom:  # never a failure because of fusion: each trains as it would alone
-            reasons.update({i: f"its group of {len(group)} ran out of device memory ({oom})" for i in group})
-            ran_out = True
-            continue
-        summaries.update(zip(group, done, strict=True))
-    if ran_out:
-        _free_device_memory()
-    for i, reason in sorted(reasons.items()):
-        if on_alone is not None:
-            on_alone(i, reason)
-        else:
-            print(f"run {i} trains alone: {reason}", file=sys.stderr)
-        summaries[i] = train(cfgs[i], reporter=reporters[i], run=runs[i], checkpoint_dir=checkpoint_dirs[i],
-                             resume_from=resume_from[i], on_resume=on_resume[i], interrupted=interrupted)  # fmt: skip
+    summaries: dict[int, dict[str, Any] | None] = {}
+
+    def ended(i: int, summary: dict[str, Any]) -> None:
+        summaries[i] = summary
+        if summary.get("stopped_by") not in (None, "sweep"):  # a signal stopped it: nothing more starts
+            between.requested = between.requested or summary["stopped_by"]
         if on_finished is not None:
-            on_finished(i, summaries[i])
-    return [summaries[i] for i in range(n)]
+            on_finished(i, summary)
+
+    def failed(indices: list[int], exc: BaseException) -> None:
+        if on_failed is None or not isinstance(exc, Exception):
+            raise exc
+        for i in indices:
+            summaries[i] = None
+            on_failed(i, exc)
+
+    ran_out = False
+    between = StopSignal(lambda: None)  # a stop between two trainings (each installs its own while it trains)
+    with between.installed():
+        for group in groups:
+            if between.requested:
+                break
+            try:
+                _train_group([cfgs[i] for i in group], [reporters[i] for i in group], [runs[i] for i in group],
+                             [checkpoint_dirs[i] for i in group], interrupted,
+                             on_finished=lambda j, summary, group=group: ended(group[j], summary))  # fmt: skip
+            except _GroupOutOfMemory as oom:  # never a failure because of fusion: each trains as it would alone
+                reasons.update({i: f"its group of {len(group)} ran out of device memory ({oom})" for i in group})
+                ran_out = True
+            except _GroupFailed as failure:
+                failed([group[j] for j in failure.positions], failure.__cause__ or failure)
+        if ran_out:
+            _free_device_memory()
+        for i, reason in sorted(reasons.items()):
+            if between.requested:
+                break
+            if on_alone is not None:
+                on_alone(i, reason)
+            else:
+                print(f"run {i} trains alone: {reason}", file=sys.stderr)
+            try:
+                summary = train(cfgs[i], reporter=reporters[i], run=runs[i], checkpoint_dir=checkpoint_dirs[i],
+                                resume_from=resume_from[i], on_resume=on_resume[i],
+                                interrupted=interrupted)  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - that run's failure, handed to on_failed (which may raise)
+                failed([i], exc)
+                continue
+            ended(i, summary)
+        for i in range(n):  # never started: a stop came first
+            if i not in summaries:
+                stopped = "interrupted" if interrupted is not None and interrupted(between.requested) else "stopped"
+                ended(i, {"status": stopped, "stopped_by": between.requested, "epochs_completed": 0,
+                          "iterations": 0, "resumed_epoch": None, "train_time_s": 0.0, "run_time_s": 0.0,
+                          "samples_per_s": 0.0, "checkpoint": None})  # fmt: skip
+    return [summaries.get(i) or {} for i in range(n)]
+
+
+class _GroupFailed(Exception):  # noqa: N818 - a signal between two functions of this module, not an error
+    """A fused group raised (its ``__cause__``): the members at ``positions`` had not ended."""
+
+    def __init__(self, positions: list[int]) -> None:
+        super().__init__(f"{len(positions)} members had not ended")
+        self.positions = positions
 
 
 class _GroupOutOfMemory(Exception):  # noqa: N818 - a signal between two functions of this module, not an error
@@ -449,9 +493,12 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 def _free_device_memory() -> None:
+    import gc
+
     import torch
 
     if torch.cuda.is_initialized():
+        gc.collect()  # the failed group's tensors may sit in a reference cycle (its frames, its exception)
         torch.cuda.empty_cache()
 
 
@@ -472,7 +519,12 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
 
     shared = cfgs[0]
     data = _load(shared)
-    stack = _Stack(shared, cfgs, data)  # seeds and builds each member as train() does: the RNG is now train()'s
+    try:
+        stack = _Stack(shared, cfgs, data)  # seeds and builds each member as train() does: the RNG is now train()'s
+    except Exception as exc:
+        if _out_of_memory(exc):  # K models do not fit where one does: each trains alone
+            raise _GroupOutOfMemory(str(exc).splitlines()[0][:200] if str(exc) else "") from None
+        raise
     train_batches = TensorBatches(data.train_x, data.train_y, shared.batch_size, shuffle=True, seed=shared.seed)
     val_batches = TensorBatches(data.val_x, data.val_y, shared.val_batch_size, shuffle=False)
     epoch_length = len(train_batches)
@@ -641,24 +693,27 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
 
     stop = StopSignal(request_stop)
     started = time.perf_counter()
-    untouched = False  # out of memory before any member was evaluated: nothing to finish, each trains alone
+    raised = False  # the group raised: its active members' ends are the caller's to record (they failed)
     with stop.installed():
         try:
             trainer.run(train_batches, max_epochs=max(cfg.epochs for cfg in cfgs))
-        except BaseException as exc:
-            untouched = _out_of_memory(exc) and all(m in active and m.state["evaluated_at"] < 0 for m in members)
-            if untouched:
+        except KeyboardInterrupt:  # a second Ctrl-C: every member's end is recorded interrupted by the caller
+            raised = True
+            raise
+        except Exception as exc:
+            raised = True
+            # out of memory before anything was logged (a group too large for the GPU fails at its first steps):
+            # no member has a row in W&B yet, so each can train alone from the start, as it would have unfused
+            if _out_of_memory(exc) and len(active) == len(members) and trainer.state.iteration < log_every:
                 for m in members:
                     if m.owned:  # a run of its own again when it trains alone
                         m.run.finish(exit_code=1)
                 raise _GroupOutOfMemory(str(exc).splitlines()[0][:200] if str(exc) else "") from None
-            for m in active:
-                m.state["status"] = "failed"
-            raise
+            raise _GroupFailed([m.index for m in active]) from exc
         finally:
             stop.on_stop = lambda: None
-            it = trainer.state.iteration if not untouched else 0
-            if untouched:
+            it = trainer.state.iteration
+            if raised:
                 active.clear()
             if active and trainer.state.output is not None:  # a run stopped mid-epoch still gets its metrics
                 for m, ok in zip(active, torch.isfinite(trainer.state.output).tolist(), strict=True):
