@@ -222,7 +222,7 @@ def test_a_group_out_of_device_memory_trains_its_members_alone(no_wandb: None) -
     assert told == [(i, "its group of 2 ran out of device memory (CUDA out of memory. Tried to allocate 2.00 GiB)")
                     for i in (0, 1)]  # fmt: skip
     for cfg, summary_ in zip(cfgs, summaries, strict=True):
-        assert summary_["status"] == "finished" and "fused" not in summary_
+        assert summary_["status"] == "finished" and "fused" not in summary_ and summary_["fused_out_of_memory"] == 2
         assert summary_["val/accuracy"] == pytest.approx(train(cfg)["val/accuracy"], abs=TOLERANCE)
 
 

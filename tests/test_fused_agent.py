@@ -95,3 +95,19 @@ def test_kill_9_of_a_group_crashes_every_member_and_their_retries_resume_alone(t
     assert err.count("trains alone: it resumes its predecessor's checkpoint (a retry trains alone)") == 2
     assert all(err.count(f"run {r['id']} crashed: process killed by SIGKILL") == 1 for r in crashed)
     assert all(err.count(f"run {r['id']} finished") == 1 for r in retries)
+
+
+def test_groups_that_run_out_of_device_memory_train_alone_and_the_agent_claims_smaller_ones(tmp_path: Path) -> None:
+    """tests/test_fused.py's model runs out of device memory in any fused group, as K members too many for a GPU
+    would: every run still finishes (alone), and the agent halves K after each such group."""
+    grid = {"model": {"value": "test_fused:too_big_when_fused"}, "lr": {"values": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]}}
+    sweep_id = create(sweep_file(tmp_path, parameters=grid))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    result = cli("agent", sweep_id, "--fuse", "4", env=env)
+    assert result.returncode == 0, result.stderr
+    runs = store_runs(sweep_id)
+    assert [r["state"] for r in runs] == ["finished"] * 6
+    assert sorted(r["summary"].get("fused_out_of_memory") for r in runs) == [2, 2, 4, 4, 4, 4]
+    assert result.stderr.count("trains alone: its group of 4 ran out of device memory (CUDA out of memory") == 4
+    assert "--fuse: a group of 4 ran out of device memory; groups of at most 2 from now on" in result.stderr
+    assert "--fuse: a group of 2 ran out of device memory; groups of at most 1 from now on" in result.stderr

@@ -333,9 +333,10 @@ class LocalBackend(Backend):
         tally = {"done": 0, "failures": 0, "without_metric": 0}
         reason, waiting = "", False
 
-        def ended(run: dict[str, Any], shown: bool = True, counted: bool = True) -> None:
+        def ended(run: dict[str, Any], shown: bool = True, counted: bool = True) -> int | None:
             """One line for a run that ended (unless its fused group's process said it as the run ended), its event,
-            and the agent's counts (a failure in a row unless not ``counted``)."""
+            and the agent's counts (a failure in a row unless not ``counted``). Returns the size of its fused group
+            if that ran out of device memory (it then trained alone)."""
             row = self.store.run(run["id"]) or {}
             state = row.get("state", "crashed")
             states[state] = states.get(state, 0) + 1
@@ -355,6 +356,7 @@ class LocalBackend(Backend):
             if counted:
                 tally["failures"] = tally["failures"] + 1 if state in ("failed", "crashed") else 0
             last_error[0] = row.get("error")
+            return (row.get("summary") or {}).get("fused_out_of_memory")
 
         last_error: list[str | None] = [None]
 
@@ -423,7 +425,11 @@ class LocalBackend(Backend):
                              zip(claimed, shown, strict=True)]  # fmt: skip
                 group_died = not outcome.ok and len(claimed) > 1  # one process died: one failure, not K
                 for run, one in zip(claimed, shown, strict=True):
-                    ended(run, shown=one, counted=not group_died)
+                    too_big = ended(run, shown=one, counted=not group_died)
+                    if too_big and too_big // 2 < fuse:  # the device holds fewer: smaller groups from now on
+                        fuse = max(1, too_big // 2)
+                        say(f"--fuse: a group of {too_big} ran out of device memory; groups of at most {fuse} "
+                            "from now on")  # fmt: skip
                 tally["failures"] += group_died
                 if tally["failures"] >= max_consecutive_failures:
                     raise BackendError(

@@ -421,7 +421,11 @@ def train_fused(cfgs: list[TrainConfig], reporters: list[Reporter | None] | None
     reasons = dict(sorted({**{rest[j]: why for j, why in reasons.items()}, **resuming}.items()))
     summaries: dict[int, dict[str, Any] | None] = {}
 
+    too_big: dict[int, int] = {}  # config -> the size of its group that ran out of device memory
+
     def ended(i: int, summary: dict[str, Any]) -> None:
+        if i in too_big:  # what the agent reads to claim smaller groups from now on
+            summary["fused_out_of_memory"] = too_big[i]
         summaries[i] = summary
         if summary.get("stopped_by") not in (None, "sweep"):  # a signal stopped it: nothing more starts
             between.requested = between.requested or summary["stopped_by"]
@@ -447,6 +451,7 @@ def train_fused(cfgs: list[TrainConfig], reporters: list[Reporter | None] | None
                              on_finished=lambda j, summary, group=group: ended(group[j], summary))  # fmt: skip
             except _GroupOutOfMemory as oom:  # never a failure because of fusion: each trains as it would alone
                 reasons.update({i: f"its group of {len(group)} ran out of device memory ({oom})" for i in group})
+                too_big.update({i: len(group) for i in group})
                 ran_out = True
             except _GroupFailed as failure:
                 failed([group[j] for j in failure.positions], failure.__cause__ or failure)
