@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-8}
 FUSE_RUNS=${2:-16}
 PY=${PY:-.venv/bin/python}
-[ -x "$PY" ] || { make install >/dev/null; PY=.venv/bin/python; }
+command -v "$PY" >/dev/null || { make install >/dev/null; PY=.venv/bin/python; }  # PY=python3 on a device machine
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export WANDB_MODE=offline WANDB_SILENT=true WANDB_DIR="$WORK" IGNITE_SWEEP_DATA="$WORK/data"
