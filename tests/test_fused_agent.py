@@ -79,7 +79,7 @@ def test_a_fused_group_on_torchs_default_threads_does_not_hang(tmp_path: Path) -
 
 def test_kill_9_of_a_group_crashes_every_member_and_their_retries_resume_alone(tmp_path: Path) -> None:
     sweep_id = create(sweep_file(tmp_path, parameters={"lr": {"values": [0.01, 0.02]}, "epochs": {"value": 3}}))
-    agent = start_agent(sweep_id, "--fuse", "2")
+    agent = start_agent(sweep_id, "--fuse", "2", "--max-consecutive-failures", "2")  # one death: one failure
     first = wait_for(lambda: next((r for r in store_runs(sweep_id) if r["history"] and r["pid"]), None),
                      what="a member that evaluated")  # fmt: skip
     os.kill(first["pid"], signal.SIGKILL)

@@ -333,21 +333,20 @@ class LocalBackend(Backend):
         tally = {"done": 0, "failures": 0, "without_metric": 0}
         reason, waiting = "", False
 
-        def ended(run: dict[str, Any], shown: bool = True, counted: bool = True) -> int | None:
+        def ended(run: dict[str, Any], shown: bool = True, counted: bool = True) -> dict[str, Any]:
             """One line for a run that ended (unless its fused group's process said it as the run ended), its event,
-            and the agent's counts (a failure in a row unless not ``counted``). Returns the size of its fused group
-            if that ran out of device memory (it then trained alone)."""
+            and the agent's counts (a failure in a row unless not ``counted``). Returns its store row."""
             row = self.store.run(run["id"]) or {}
+            summary = row.get("summary") or {}
             state = row.get("state", "crashed")
             states[state] = states.get(state, 0) + 1
             tally["done"] += 1
-            metric = sweep.metric
-            value = (row.get("summary") or {}).get(metric) if metric else None
-            missing = (row.get("summary") or {}).get("missing_metric")
+            missing = summary.get("missing_metric")
             if shown:
                 say(end_line(sweep, {"id": run["id"], **row}))
-            emit({"event": "end", "run": run["id"], "state": state, "metric": value, "error": row.get("error"),
-                  "metrics": {name: (row.get("summary") or {}).get(name) for name, _ in sweep.objectives},
+            emit({"event": "end", "run": run["id"], "state": state, "error": row.get("error"),
+                  "metric": summary.get(sweep.metric) if sweep.metric else None,
+                  "metrics": {name: summary.get(name) for name, _ in sweep.objectives},
                   "params": run["config"]})  # fmt: skip
             tally["without_metric"] = tally["without_metric"] + 1 if missing else 0
             if tally["without_metric"] == NO_METRIC_RUNS:  # once, when it becomes a pattern
@@ -355,10 +354,7 @@ class LocalBackend(Backend):
                     f"logged {missing}; make metric.name in the sweep file a name the program logs")
             if counted:
                 tally["failures"] = tally["failures"] + 1 if state in ("failed", "crashed") else 0
-            last_error[0] = row.get("error")
-            return (row.get("summary") or {}).get("fused_out_of_memory")
-
-        last_error: list[str | None] = [None]
+            return row
 
         with self._faults_stop_the_agent(), interrupts.installed(), _waiting_for(finishing):
             while True:
@@ -425,7 +421,8 @@ class LocalBackend(Backend):
                              zip(claimed, shown, strict=True)]  # fmt: skip
                 group_died = not outcome.ok and len(claimed) > 1  # one process died: one failure, not K
                 for run, one in zip(claimed, shown, strict=True):
-                    too_big = ended(run, shown=one, counted=not group_died)
+                    last = ended(run, shown=one, counted=not group_died)
+                    too_big = (last.get("summary") or {}).get("fused_out_of_memory")  # it then trained alone
                     if too_big and too_big // 2 < fuse:  # the device holds fewer: smaller groups from now on
                         fuse = max(1, too_big // 2)
                         say(f"--fuse: a group of {too_big} ran out of device memory; groups of at most {fuse} "
@@ -434,7 +431,7 @@ class LocalBackend(Backend):
                 if tally["failures"] >= max_consecutive_failures:
                     raise BackendError(
                         f"agent stopped: {tally['failures']} runs in a row failed or crashed "
-                        f"(--max-consecutive-failures {max_consecutive_failures}); last error: {last_error[0]}"
+                        f"(--max-consecutive-failures {max_consecutive_failures}); last error: {last.get('error')}"
                     )
         return AgentResult(runs=tally["done"], reason=reason, states=states)
 

@@ -113,8 +113,7 @@ def trace_failure(cfg: TrainConfig) -> str | None:
             if losses.shape != (2,):
                 return f"loss '{cfg.loss}' does not return one number per member under vmap"
     except Exception as exc:  # noqa: BLE001 - whatever torch.func refuses, the run trains alone
-        first = str(exc).splitlines()[0][:200] if str(exc) else ""
-        return f"model '{cfg.model}' cannot be traced by torch.func ({type(exc).__name__}: {first})"
+        return f"model '{cfg.model}' cannot be traced by torch.func ({type(exc).__name__}: {_first_line(exc)})"
     return None
 
 
@@ -377,8 +376,6 @@ class _MemberState:
         self.state: dict[str, Any] = {"status": "finished", "evaluated_at": -1, "best": {}, "last": {}}
         self.leaving = False
         self.summary: dict[str, Any] | None = None
-        self.iterations = 0
-        self.train_time = 0.0
         metric_key = cfg.metric.split("/", 1)[1]
         self.metric_key, self.sign = metric_key, 1.0 if EVAL_METRICS[cfg.metric] == "maximize" else -1.0
 
@@ -493,6 +490,11 @@ class _GroupOutOfMemory(Exception):  # noqa: N818 - a signal between two functio
     """A fused group ran out of device memory before any member was evaluated: its members train alone."""
 
 
+def _first_line(exc: BaseException) -> str:
+    """An exception's message as one line of a reason (at most 200 characters)."""
+    return str(exc).splitlines()[0][:200] if str(exc) else ""
+
+
 def _out_of_memory(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
@@ -528,7 +530,7 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
         stack = _Stack(shared, cfgs, data)  # seeds and builds each member as train() does: the RNG is now train()'s
     except Exception as exc:
         if _out_of_memory(exc):  # K models do not fit where one does: each trains alone
-            raise _GroupOutOfMemory(str(exc).splitlines()[0][:200] if str(exc) else "") from None
+            raise _GroupOutOfMemory(_first_line(exc)) from None
         raise
     train_batches = TensorBatches(data.train_x, data.train_y, shared.batch_size, shuffle=True, seed=shared.seed)
     val_batches = TensorBatches(data.val_x, data.val_y, shared.val_batch_size, shuffle=False)
@@ -713,7 +715,7 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
                 for m in members:
                     if m.owned:  # a run of its own again when it trains alone
                         m.run.finish(exit_code=1)
-                raise _GroupOutOfMemory(str(exc).splitlines()[0][:200] if str(exc) else "") from None
+                raise _GroupOutOfMemory(_first_line(exc)) from None
             raise _GroupFailed([m.index for m in active]) from exc
         finally:
             stop.on_stop = lambda: None
@@ -722,10 +724,10 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
                 active.clear()
             if active and trainer.state.output is not None:  # a run stopped mid-epoch still gets its metrics
                 for m, ok in zip(active, torch.isfinite(trainer.state.output).tolist(), strict=True):
-                    if not ok and m.state["status"] != "failed":
+                    if not ok:
                         m.state["status"] = "diverged"
                 pending = [m for m in active if m.state["evaluated_at"] != it and m.state["status"] != "diverged"]
-                if pending and all(m.state["status"] != "failed" for m in active):
+                if pending:
                     evaluate(pending)
             for m in active:
                 finish(m, it)
