@@ -44,14 +44,19 @@ measure() {  # measure NAME SWEEP_FILE AGENT_OPTIONS...: one sweep through the a
   "$PY" -m ignite_sweep agent "$ID" "$@" > "$WORK/pool-$name.log" 2>&1 || true
   END=$(date +%s.%N)
   kill $SMI 2>/dev/null || true
-  FINISHED=$("$PY" -m ignite_sweep status "$ID" --json | "$PY" -c 'import json,sys; print(sum(r["state"]=="finished" for r in json.load(sys.stdin)["runs"]))')
-  "$PY" - "$name" "$START" "$END" "$FINISHED" "$WORK/util-$name.txt" <<'PYEOF'
+  "$PY" -m ignite_sweep status "$ID" --json > "$WORK/status-$name.json"
+  "$PY" - "$name" "$START" "$END" "$WORK/status-$name.json" "$WORK/util-$name.txt" <<'PYEOF'
 import json, sys
-name, start, end, finished, util = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+name, start, end, status, util = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+runs = json.load(open(status))["runs"]
+finished = sum(r["state"] == "finished" for r in runs)
+measured = [(r.get("summary") or {}).get("fused_memory") for r in runs]  # what a member needs (the agent's bound)
+per_member = [m["per_member_bytes"] for m in measured if m]
 values = [float(v) for v in open(util).read().split() if v.replace(".", "").isdigit()]
 print(json.dumps({"setting": name, "runs_finished": finished, "wall_s": round(end - start, 1),
                   "runs_per_min": round(finished / ((end - start) / 60), 2),
-                  "gpu_util_mean_pct": round(sum(values) / len(values), 1) if values else None}))
+                  "gpu_util_mean_pct": round(sum(values) / len(values), 1) if values else None,
+                  "fused_mib_per_member": round(max(per_member) / 2**20, 1) if per_member else None}))
 PYEOF
   tail -1 "$WORK/pool-$name.log"
 }

@@ -32,6 +32,7 @@ from ignite_sweep.backends.local_runs import (  # noqa: F401 - checkpoint_root: 
     short_id,
 )
 from ignite_sweep.errors import BackendError, IgniteSweepError
+from ignite_sweep.execution.group_size import GroupSize
 from ignite_sweep.execution.process import Interrupts, SharedNote, emit, reap, run_in_child, warm_up
 from ignite_sweep.format import fmt
 from ignite_sweep.search import SearchEngine, engine_for
@@ -328,6 +329,7 @@ class LocalBackend(Backend):
         else:
             trial = runs.program_run if program else runs.train_run
         interrupts = Interrupts()
+        group_size = GroupSize(fuse, say)
         finishing: list[int] = []  # runs that recorded their end and are finishing their wandb run
         states: dict[str, int] = {}
         tally = {"done": 0, "failures": 0, "without_metric": 0}
@@ -374,10 +376,11 @@ class LocalBackend(Backend):
                 waiting = False
                 if run is None:
                     break
+                size = group_size.next()  # --fuse K, bounded by what the device holds now
                 claimed = [run]  # with --fuse K: up to K (grid, random: K points; bayes, TPE: the first ones pending)
-                if fuse > 1:
+                if size > 1:
                     try:
-                        self._claim_more(sweep_id, claimed, min(fuse, count - tally["done"] if count else fuse), slot,
+                        self._claim_more(sweep_id, claimed, min(size, count - tally["done"] if count else size), slot,
                                          gpu)  # fmt: skip
                     except BaseException:  # the store failed, or Ctrl-C twice: none of them started
                         self._never_started(claimed, "the agent stopped before it started the run")
@@ -422,11 +425,7 @@ class LocalBackend(Backend):
                 group_died = not outcome.ok and len(claimed) > 1  # one process died: one failure, not K
                 for run, one in zip(claimed, shown, strict=True):
                     last = ended(run, shown=one, counted=not group_died)
-                    too_big = (last.get("summary") or {}).get("fused_out_of_memory")  # it then trained alone
-                    if too_big and too_big // 2 < fuse:  # the device holds fewer: smaller groups from now on
-                        fuse = max(1, too_big // 2)
-                        say(f"--fuse: a group of {too_big} ran out of device memory; groups of at most {fuse} "
-                            "from now on")  # fmt: skip
+                    group_size.ended(last.get("summary") or {})
                 tally["failures"] += group_died
                 if tally["failures"] >= max_consecutive_failures:
                     raise BackendError(

@@ -490,6 +490,27 @@ class _GroupOutOfMemory(Exception):  # noqa: N818 - a signal between two functio
     """A fused group ran out of device memory before any member was evaluated: its members train alone."""
 
 
+class _MemoryMeter:
+    """On a CUDA device, what a group needs: the memory in use before it was stacked (the data, on the device) and
+    the peak above that, per member (its parameters, gradients, optimizer state and activations scale with K)."""
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self.device, self.cuda = device, torch.cuda if device.type == "cuda" else None
+        if self.cuda is not None:
+            self.base = self.cuda.memory_allocated(device)
+            self.cuda.reset_peak_memory_stats(device)
+
+    def measure(self, members: int) -> dict[str, int] | None:
+        if self.cuda is None:
+            return None
+        peak = self.cuda.max_memory_allocated(self.device)
+        index = self.device.index if self.device.index is not None else self.cuda.current_device()
+        return {"device_index": index, "members": members, "base_bytes": self.base,
+                "per_member_bytes": max(0, peak - self.base) // members}  # fmt: skip
+
+
 def _first_line(exc: BaseException) -> str:
     """An exception's message as one line of a reason (at most 200 characters)."""
     return str(exc).splitlines()[0][:200] if str(exc) else ""
@@ -526,6 +547,7 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
 
     shared = cfgs[0]
     data = _load(shared)
+    meter = _MemoryMeter(data.train_x.device)  # from here: what the group adds to the device's memory
     try:
         stack = _Stack(shared, cfgs, data)  # seeds and builds each member as train() does: the RNG is now train()'s
     except Exception as exc:
@@ -686,6 +708,9 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
             "samples_per_s": iteration * shared.batch_size / train_time if train_time else 0.0,
             "fused": len(members),
         }  # fmt: skip
+        measured = meter.measure(len(members))
+        if measured is not None:  # what the agent bounds its next groups by (execution.group_size)
+            m.summary["fused_memory"] = measured
         best_file = Path(m.checkpoint.last_checkpoint) if m.checkpoint.last_checkpoint else None
         m.summary["checkpoint"] = str(best_file) if best_file else None
         finish_run(m.run, m.summary, best_file, m.owned)
