@@ -41,7 +41,8 @@ class MachineFault(IgniteSweepError):
     def advice(self) -> str:
         """The agent's last line: what happened, what to do, and that the sweep lost nothing."""
         todo = {errno.ENOSPC: "free space there", errno.EDQUOT: "free space or raise the quota there",
-                errno.EROFS: "make it writable", errno.EIO: "check the disk or the file system"}.get(
+                errno.EROFS: "make it writable", errno.EIO: "check the disk or the file system",
+                errno.ENOENT: "put it back"}.get(
             self.code or 0, "make it writable again")  # fmt: skip
         return (f"{self} ({todo}, then run the agent again; the sweep lost nothing: a run it cut short runs "
                 "again first)")
@@ -113,6 +114,10 @@ def classify(exc: BaseException, folders: Iterable[str | os.PathLike[str]],
     """The machine fault behind ``exc`` (its chain, then a probe of ``folders``), or None: the run's own failure."""
     if isinstance(exc, MachineFault):
         return exc
+    if store and "://" not in store and not Path(store).parent.is_dir():  # a SQLite store's folder, opened before:
+        # gone (deleted, moved, unmounted); the probe below would make it again, empty
+        return MachineFault(Path(store).parent, "the sweep store's folder is gone (deleted, moved or unmounted)",
+                            errno.ENOENT)  # fmt: skip
     folders = list(folders)
     fault = in_chain(exc, folders, store)
     if fault is None or fault.path is None or fault.path == store:  # where, and why in the file system's words

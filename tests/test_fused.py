@@ -282,3 +282,108 @@ def test_a_fused_members_resume_checkpoint_is_one_an_unfused_retry_resumes(no_wa
     assert resumed["resumed_epoch"] == 1 and resumed["epochs_completed"] == 2
     for name in ("val/accuracy", "val/loss"):
         assert resumed[name] == pytest.approx(whole[name], abs=TOLERANCE)
+
+
+BUILT = {"count": 0, "at": 0, "then": ""}  # what built_then does at its ``at``-th build
+
+
+def built_then(in_channels: int, image_size: tuple[int, int], num_classes: int, dropout: float) -> torch.nn.Module:
+    """The linear model; its ``BUILT["at"]``-th build sends this process SIGTERM (a stop while the group is made)
+    or raises (the group cannot be made)."""
+    import os
+    import signal
+
+    BUILT["count"] += 1
+    if BUILT["count"] == BUILT["at"]:
+        if BUILT["then"] == "raise":
+            raise RuntimeError("this model cannot be built now")
+        os.kill(os.getpid(), signal.SIGTERM)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_channels * image_size[0] * image_size[1],
+                                                                    num_classes))  # fmt: skip
+
+
+@pytest.mark.parametrize("when", ["the group is made", "the group's last member ends"])
+def test_a_stop_before_or_after_a_group_trains_stops_every_run_not_trained(no_wandb: None, when: str) -> None:
+    """SIGTERM while the group is being made (its first member built: after can_fuse's probe built two), or while
+    its last member's end is being recorded: no run trains after it (each that had not ends stopped, 0 epochs)."""
+    import os
+    import signal
+
+    BUILT.update(count=0, at=3 if when == "the group is made" else 0, then="signal")
+    linear = {"model": "test_fused:built_then", "epochs": 2}
+    cfgs = configs(linear, {**linear, "lr": 0.02}, {**linear, "batch_size": 32})  # the third trains alone
+
+    def on_finished(i: int, _summary: dict[str, Any]) -> None:
+        if when != "the group is made" and i == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    summaries = train_fused(cfgs, on_finished=on_finished, on_alone=lambda *_: None)
+    assert [(s["status"], s["stopped_by"]) for s in summaries][2] == ("stopped", "SIGTERM")
+    expected = [0, 0, 0] if when == "the group is made" else [2, 2, 0]
+    assert [s["epochs_completed"] for s in summaries] == expected
+
+
+def test_a_group_that_cannot_be_made_fails_its_own_runs_only(no_wandb: None) -> None:
+    BUILT.update(count=0, at=3, then="raise")  # the group's first member (can_fuse's probe built two)
+    linear = {"model": "test_fused:built_then", "epochs": 1}
+    cfgs = configs(linear, {**linear, "lr": 0.02}, {**linear, "batch_size": 32})
+    failed: list[tuple[int, str]] = []
+    summaries = train_fused(cfgs, on_failed=lambda i, exc: failed.append((i, str(exc))), on_alone=lambda *_: None)
+    assert failed == [(0, "this model cannot be built now"), (1, "this model cannot be built now")]
+    assert summaries[2]["status"] == "finished" and summaries[2]["epochs_completed"] == 1
+
+
+class EvalOutOfMemory(TooBig):
+    """Trains in a fused group; its group's first evaluation runs out of device memory (as a K too large for the
+    GPU does at its first evaluation, after the members logged); alone it trains."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        vmapped = torch._C._functorch.is_functorch_wrapped_tensor(self.fc.weight)
+        if vmapped and not self.training and x.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return torch.log_softmax(self.fc(x.flatten(1)), dim=-1)
+
+
+def eval_out_of_memory(in_channels: int, image_size: tuple[int, int], num_classes: int,
+                       dropout: float) -> torch.nn.Module:  # fmt: skip
+    return EvalOutOfMemory(in_channels * image_size[0] * image_size[1], num_classes)
+
+
+def test_a_group_out_of_memory_after_it_logged_interrupts_its_members(no_wandb: None) -> None:
+    """Out of device memory at the first evaluation, after the members logged: they cannot start over in this
+    process (their W&B history has steps), so they end interrupted (run again first, in smaller groups), never
+    failed."""
+    cfgs = configs(*({"model": "test_fused:eval_out_of_memory", "epochs": 2, "lr": lr} for lr in (0.01, 0.02)))
+    summaries = train_fused(cfgs)
+    for summary_ in summaries:
+        assert summary_["status"] == "interrupted" and summary_["fused_out_of_memory"] == 2, summary_
+        assert summary_["stopped_by"].startswith("its fused group ran out of device memory: CUDA out of memory")
+        assert summary_["epochs_completed"] == 1 and "val/accuracy" not in summary_
+
+
+def random_split_digits(data_dir: str, download: bool = True, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """A user's dataset: the digits, re-split at random from torch's global RNG (as random_split without a
+    generator does)."""
+    from ignite_sweep.training.data import load_dataset
+
+    d = load_dataset("digits", data_dir)
+    x, y = torch.cat([d.train_x[:3000], d.val_x]), torch.cat([d.train_y[:3000], d.val_y])
+    order = torch.randperm(len(x))
+    cut = int(0.9 * len(x))
+    return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+
+
+def test_a_dataset_drawing_from_torchs_rng_gives_each_member_its_unfused_run(no_wandb: None) -> None:
+    """The group loads its data as train() does (seeded first) and seeds each member's init after it, so a member
+    equals its run alone in a fresh process, whose dataset draws from the seeded RNG before its model is built."""
+    from ignite_sweep.training import data
+
+    cfgs = configs(*({"dataset": "test_fused:random_split_digits", "epochs": 1, "lr": lr} for lr in (0.01, 0.03)))
+    fused = [Collect(), Collect()]
+    train_fused(cfgs, reporters=fused)
+    for cfg, mine in zip(cfgs, fused, strict=True):
+        data._CACHE.clear()  # as a process of its own: the factory draws again
+        alone = Collect()
+        train(cfg, reporter=alone)
+        for name in ("val/accuracy", "val/loss"):
+            assert mine.seen[0][name] == pytest.approx(alone.seen[0][name], abs=TOLERANCE), name

@@ -111,3 +111,37 @@ def test_groups_that_run_out_of_device_memory_train_alone_and_the_agent_claims_s
     assert result.stderr.count("trains alone: its group of 4 ran out of device memory (CUDA out of memory") == 4
     assert "--fuse: a group of 4 ran out of device memory; groups of at most 2 from now on" in result.stderr
     assert "--fuse: a group of 2 ran out of device memory; groups of at most 1 from now on" in result.stderr
+
+
+def test_groups_out_of_memory_after_they_logged_are_run_again_in_smaller_groups(tmp_path: Path) -> None:
+    """tests/test_fused.py's model runs out of device memory at any fused group's first evaluation, after its
+    members logged: they end interrupted, never failed, and the agent runs them again first in groups of half the
+    size, until they train alone and finish."""
+    grid = {"model": {"value": "test_fused:eval_out_of_memory"}, "lr": {"values": [0.01, 0.02, 0.03, 0.04]},
+            "epochs": {"value": 1}}  # fmt: skip
+    sweep_id = create(sweep_file(tmp_path, parameters=grid))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    result = cli("agent", sweep_id, "--fuse", "4", "--max-consecutive-failures", "1", env=env)
+    assert result.returncode == 0, result.stderr
+    runs = store_runs(sweep_id)
+    assert sorted(r["state"] for r in runs) == ["finished"] * 4 + ["interrupted"] * 6  # 4; 2 (then K is 1); alone
+    finished = [r for r in runs if r["state"] == "finished"]
+    assert sorted(r["config"]["lr"] for r in finished) == [0.01, 0.02, 0.03, 0.04]
+    assert all(r["retry_of"] and "fused" not in r["summary"] for r in finished)
+    interrupted = [r for r in runs if r["state"] == "interrupted"]
+    assert all(r["error"].startswith("interrupted (its fused group ran out of device memory: CUDA out of memory")
+               for r in interrupted), [r["error"] for r in interrupted]  # fmt: skip
+    assert "--fuse: a group of 4 ran out of device memory; groups of at most 2 from now on" in result.stderr
+    assert "--fuse: a group of 2 ran out of device memory; groups of at most 1 from now on" in result.stderr
+
+
+def test_a_group_that_raises_is_one_failure_for_max_consecutive_failures(tmp_path: Path) -> None:
+    """A fused group counts as one run for --max-consecutive-failures (failed when all its members failed): its K
+    members failing together with the group's error are one failure, not K."""
+    grid = {"model": {"value": "test_fused:breaks_when_fused"}, "lr": {"values": [0.01, 0.02]}, "epochs": {"value": 1}}
+    sweep_id = create(sweep_file(tmp_path, parameters=grid))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    result = cli("agent", sweep_id, "--fuse", "2", "--max-consecutive-failures", "2", env=env)
+    assert result.returncode == 0 and "agent stopped" not in result.stderr, result.stderr
+    runs = store_runs(sweep_id)
+    assert [(r["state"], r["error"]) for r in runs] == [("failed", "ValueError: this model breaks when fused")] * 2

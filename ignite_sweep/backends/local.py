@@ -422,11 +422,14 @@ class LocalBackend(Backend):
                     state, error = end_state(died)
                     shown = [self.store.end_run(run["id"], state, error=error) or one for run, one in
                              zip(claimed, shown, strict=True)]  # fmt: skip
-                group_died = not outcome.ok and len(claimed) > 1  # one process died: one failure, not K
+                group = len(claimed) > 1  # counts as one run for --max-consecutive-failures: failed if all failed
+                failures = 0
                 for run, one in zip(claimed, shown, strict=True):
-                    last = ended(run, shown=one, counted=not group_died)
+                    last = ended(run, shown=one, counted=not group)
+                    failures += last.get("state") in ("failed", "crashed")
                     group_size.ended(last.get("summary") or {})
-                tally["failures"] += group_died
+                if group:
+                    tally["failures"] = tally["failures"] + 1 if failures == len(claimed) else 0
                 if tally["failures"] >= max_consecutive_failures:
                     raise BackendError(
                         f"agent stopped: {tally['failures']} runs in a row failed or crashed "

@@ -22,8 +22,9 @@ A member trains as its run would alone (same init, same batches, same dropout ma
 A member leaves the group when it diverges (a NaN or infinite loss: ``diverged``), its reporter stops it, early
 stopping ends it, or its epochs are done; its slice is dropped from the stacked tensors, so the rest run as a
 smaller group. Each member logs to its own wandb run the names ``train()`` logs, at the same steps. A group that runs
-out of device memory before any member was evaluated (K too large for the GPU) is no failure: its members train alone,
-one after another, as they would have unfused.
+out of device memory (K too large for the GPU) is no failure: before any member logged or reported, its members train
+alone, one after another, as they would have unfused; later, those still training end ``interrupted`` (run again
+first; their summaries' ``fused_out_of_memory`` tells the agent to claim smaller groups).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ from ignite_sweep.training.train import Reporter
 GROUP_KEYS = ("dataset", "model", "factory_args", "batch_size", "val_batch_size", "loss", "optimizer", "device",
               "seed", "dropout", "log_interval", "data_dir", "download", "amp", "compile", "channels_last")  # fmt: skip
 """What the members of one group share (see the module's docstring for why each)."""
+
+
+OUT_OF_MEMORY = "its fused group ran out of device memory"
+"""How a member that its group's running out of device memory interrupted says why (its ``stopped_by``)."""
 
 
 def group_key(cfg: TrainConfig) -> tuple[Any, ...]:
@@ -147,9 +152,14 @@ def _warm_up(torch: Any, types: Any) -> None:
 
 
 def _load(cfg: TrainConfig) -> Any:
+    """The group's data, loaded as train() loads it: after ``torch.manual_seed(seed)`` (a user's dataset factory that
+    draws from torch's RNG draws what it would alone)."""
+    import torch
+
     from ignite_sweep.training.data import load_dataset
     from ignite_sweep.training.train import resolve_device
 
+    torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed, cfg.factory_kwargs("dataset"))
     return data.to(resolve_device(cfg.device))
 
@@ -205,12 +215,20 @@ class _Stack:
         return losses
 
     def evaluate_batch(self, x: Any, y: Any) -> tuple[Any, Any]:
-        """Each member's number of correct predictions and mean loss on one batch (Ignite's Accuracy and Loss)."""
+        """Each member's number of correct predictions and summed loss on one batch (Ignite's Accuracy and Loss),
+        in slices of ``len(x) / K`` samples: K members' activations at once take what one run's batch takes alone."""
         import torch
 
+        size = len(x)
+        step = max(1, -(-size // len(next(iter(self.params.values())))))
+        correct, loss_sum = 0, 0
         with torch.no_grad():
-            out, losses = self._predict(self.params, self.buffers, x, y)
-        return (out.argmax(dim=-1) == y).sum(dim=-1), losses
+            for start in range(0, size, step):
+                xs, ys = x[start : start + step], y[start : start + step]
+                out, losses = self._predict(self.params, self.buffers, xs, ys)
+                correct = correct + (out.argmax(dim=-1) == ys).sum(dim=-1)
+                loss_sum = loss_sum + losses * len(ys)
+        return correct, loss_sum
 
     def grad_norms(self) -> Any:
         """Each member's global L2 gradient norm (``torch.nn.utils.get_total_norm`` per member)."""
@@ -410,35 +428,33 @@ def train_fused(cfgs: list[TrainConfig], reporters: list[Reporter | None] | None
     reporters, runs = reporters or [None] * n, runs or [None] * n
     checkpoint_dirs, resume_from = checkpoint_dirs or [None] * n, resume_from or [None] * n
     on_resume = on_resume or [None] * n
-    resuming = {i: "it resumes its predecessor's checkpoint (a retry trains alone)" for i in range(n)
-                if resume_from[i] is not None and readable_checkpoint(Path(resume_from[i])) is not None}  # fmt: skip
-    rest = [i for i in range(n) if i not in resuming]
-    groups, reasons = can_fuse([cfgs[i] for i in rest])
-    groups = [[rest[j] for j in group] for group in groups]
-    reasons = dict(sorted({**{rest[j]: why for j, why in reasons.items()}, **resuming}.items()))
-    summaries: dict[int, dict[str, Any] | None] = {}
-
-    too_big: dict[int, int] = {}  # config -> the size of its group that ran out of device memory
-
-    def ended(i: int, summary: dict[str, Any]) -> None:
-        if i in too_big:  # what the agent reads to claim smaller groups from now on
-            summary["fused_out_of_memory"] = too_big[i]
-        summaries[i] = summary
-        if summary.get("stopped_by") not in (None, "sweep"):  # a signal stopped it: nothing more starts
-            between.requested = between.requested or summary["stopped_by"]
-        if on_finished is not None:
-            on_finished(i, summary)
-
-    def failed(indices: list[int], exc: BaseException) -> None:
-        if on_failed is None or not isinstance(exc, Exception):
-            raise exc
-        for i in indices:
-            summaries[i] = None
-            on_failed(i, exc)
-
-    ran_out = False
-    between = StopSignal(lambda: None)  # a stop between two trainings (each installs its own while it trains)
+    between = StopSignal(lambda: None)  # a stop before, between or after the trainings (each installs its own, inside)
     with between.installed():
+        resuming = {i: "it resumes its predecessor's checkpoint (a retry trains alone)" for i in range(n) if
+                    resume_from[i] is not None and readable_checkpoint(Path(resume_from[i])) is not None}  # fmt: skip
+        rest = [i for i in range(n) if i not in resuming]
+        groups, reasons = can_fuse([cfgs[i] for i in rest])
+        groups = [[rest[j] for j in group] for group in groups]
+        reasons = dict(sorted({**{rest[j]: why for j, why in reasons.items()}, **resuming}.items()))
+        summaries: dict[int, dict[str, Any] | None] = {}
+
+        too_big: dict[int, int] = {}  # config -> the size of its group that ran out of device memory
+
+        def ended(i: int, summary: dict[str, Any]) -> None:
+            if i in too_big:  # what the agent reads to claim smaller groups from now on
+                summary["fused_out_of_memory"] = too_big[i]
+            summaries[i] = summary
+            if on_finished is not None:
+                on_finished(i, summary)
+
+        def failed(indices: list[int], exc: BaseException) -> None:
+            if on_failed is None or not isinstance(exc, Exception):
+                raise exc
+            for i in indices:
+                summaries[i] = None
+                on_failed(i, exc)
+
+        ran_out = False
         for group in groups:
             if between.requested:
                 break
@@ -452,7 +468,9 @@ def train_fused(cfgs: list[TrainConfig], reporters: list[Reporter | None] | None
                 ran_out = True
             except _GroupFailed as failure:
                 failed([group[j] for j in failure.positions], failure.__cause__ or failure)
-        if ran_out:
+            except Exception as exc:  # noqa: BLE001 - while the group was made (its data, a wandb run, a schedule):
+                failed([i for i in group if i not in summaries], exc)  # its own runs fail, the others train
+        if ran_out or any(s and s.get("fused_out_of_memory") for s in summaries.values()):
             _free_device_memory()
         for i, reason in sorted(reasons.items()):
             if between.requested:
@@ -487,7 +505,7 @@ class _GroupFailed(Exception):  # noqa: N818 - a signal between two functions of
 
 
 class _GroupOutOfMemory(Exception):  # noqa: N818 - a signal between two functions of this module, not an error
-    """A fused group ran out of device memory before any member was evaluated: its members train alone."""
+    """A fused group ran out of device memory before any member logged or reported: its members train alone."""
 
 
 class _MemoryMeter:
@@ -605,6 +623,7 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
 
     log_every = max(1, shared.log_interval)
     hist_every = 10 * log_every
+    told = [False]  # whether any member logged to W&B or reported to the sweep yet
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def log_scalars(engine: Any) -> None:  # train()'s fetch_scalars + TerminateOnNan + log_train, per member
@@ -619,6 +638,7 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
                 row.update(tensor_histograms({k: v[p] for k, v in stack.params.items()},
                                              {k: v[p] for k, v in stack.grads.items()}))  # fmt: skip
             m.run.log(row, step=it)
+            told[0] = True
             if not math.isfinite(losses[p]):
                 m.state["status"], m.leaving = "diverged", True
         leave(engine)
@@ -634,7 +654,7 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
         for x, y in val_batches:
             right, losses = stack.evaluate_batch(x, y)
             correct += right
-            loss_sum += losses * len(y)
+            loss_sum += losses
             seen += len(y)
         stack.skeleton.train()
         accuracy, loss = (correct.double() / seen).tolist(), (loss_sum.double() / seen).tolist()
@@ -643,6 +663,7 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
             m = active[p]
             m.state["evaluated_at"] = it
             metrics = {"val/loss": loss[p], "val/accuracy": accuracy[p]}
+            told[0] = True
             m.run.log({**metrics, "epoch": trainer.state.epoch}, step=it)
             m.state["last"] = metrics
             best = m.state["best"]
@@ -708,6 +729,8 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
             "samples_per_s": iteration * shared.batch_size / train_time if train_time else 0.0,
             "fused": len(members),
         }  # fmt: skip
+        if state.get("out_of_memory"):  # what the agent reads to claim smaller groups from now on
+            m.summary["fused_out_of_memory"] = len(members)
         measured = meter.measure(len(members))
         if measured is not None:  # what the agent bounds its next groups by (execution.group_size)
             m.summary["fused_memory"] = measured
@@ -723,7 +746,8 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
                 m.state["status"], m.state["stopped_by"] = "stopped", stop.requested
         trainer.terminate()
 
-    stop = StopSignal(request_stop)
+    stop = StopSignal(request_stop)  # inside train_fused's: starts with a stop caught while the group was made
+    trainer.add_event_handler(Events.STARTED, lambda _: request_stop() if stop.requested else None)
     started = time.perf_counter()
     raised = False  # the group raised: its active members' ends are the caller's to record (they failed)
     with stop.installed():
@@ -733,26 +757,32 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
             raised = True
             raise
         except Exception as exc:
-            raised = True
-            # out of memory before anything was logged (a group too large for the GPU fails at its first steps):
-            # no member has a row in W&B yet, so each can train alone from the start, as it would have unfused
-            if _out_of_memory(exc) and len(active) == len(members) and trainer.state.iteration < log_every:
+            if not _out_of_memory(exc):
+                raised = True
+                raise _GroupFailed([m.index for m in active]) from exc
+            if not told[0]:  # before any member logged or reported (a group too large for the GPU fails at its
+                raised = True  # first steps): each can train alone from the start, as it would have unfused
                 for m in members:
                     if m.owned:  # a run of its own again when it trains alone
                         m.run.finish(exit_code=1)
                 raise _GroupOutOfMemory(_first_line(exc)) from None
-            raise _GroupFailed([m.index for m in active]) from exc
+            # later (its first evaluation, a member's checkpoint): the members still training end interrupted, run
+            # again first by the agent, in smaller groups (a retry resumes its last checkpoint, alone)
+            out_of_memory = f"{OUT_OF_MEMORY}: {_first_line(exc)}"
+            for m in active:
+                m.state["status"], m.state["stopped_by"], m.state["out_of_memory"] = "interrupted", out_of_memory, True
         finally:
             stop.on_stop = lambda: None
             it = trainer.state.iteration
             if raised:
                 active.clear()
-            if active and trainer.state.output is not None:  # a run stopped mid-epoch still gets its metrics
+            ran_out = any(m.state.get("out_of_memory") for m in active)
+            if active and trainer.state.output is not None and not ran_out:  # a run stopped mid-epoch still gets
                 for m, ok in zip(active, torch.isfinite(trainer.state.output).tolist(), strict=True):
                     if not ok:
                         m.state["status"] = "diverged"
                 pending = [m for m in active if m.state["evaluated_at"] != it and m.state["status"] != "diverged"]
-                if pending:
+                if pending:  # its metrics
                     evaluate(pending)
             for m in active:
                 finish(m, it)

@@ -28,7 +28,13 @@ Reporter = Callable[[dict[str, float]], bool]
 class StopSignal:
     """SIGTERM / SIGHUP / first Ctrl-C call ``on_stop`` (which asks the engine to terminate); a second Ctrl-C
     interrupts at once. Nothing runs per iteration: ``engine.terminate()`` only sets the flag that Ignite
-    checks after each iteration."""
+    checks after each iteration.
+
+    Installed inside another one (a training inside ``train_fused``, which trains several one after another), it
+    starts with the stop the outer one already caught (``requested``: the training then stops as it starts), and
+    hands back the one it caught itself, whenever it came: nothing between two trainings is lost."""
+
+    _installed: list[StopSignal] = []  # the main thread's, innermost last
 
     def __init__(self, on_stop: Callable[[], None]) -> None:
         self.requested: str | None = None
@@ -39,6 +45,19 @@ class StopSignal:
         if threading.current_thread() is not threading.main_thread():
             yield self  # wandb.agent runs functions in a thread; it stops them through its own channel
             return
+        outer = StopSignal._installed[-1] if StopSignal._installed else None
+        self.requested = self.requested or (outer.requested if outer is not None else None)
+        StopSignal._installed.append(self)
+        try:
+            with self._handlers():
+                yield self
+        finally:
+            StopSignal._installed.remove(self)
+            if outer is not None:
+                outer.requested = outer.requested or self.requested
+
+    @contextmanager
+    def _handlers(self) -> Iterator[None]:
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
         def handle(signum: int, _frame: Any) -> None:
@@ -50,7 +69,7 @@ class StopSignal:
         for sig in previous:
             signal.signal(sig, handle)
         try:
-            yield self
+            yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -240,6 +259,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed, cfg.factory_kwargs("dataset")).to(device)
+    torch.manual_seed(cfg.seed)  # the init whatever a dataset factory drew (or did not: a dataset this process cached)
     model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes, cfg.dropout,
                         cfg.factory_kwargs("model")).to(device)  # fmt: skip
     optimizer = build_optimizer(cfg, model)
@@ -420,6 +440,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
         trainer.terminate()
 
     stop = StopSignal(request_stop)
+    trainer.add_event_handler(Events.STARTED, lambda _: request_stop() if stop.requested else None)  # caught before
     summary: dict[str, Any] = {}
     started = time.perf_counter()
     # The handlers stay until the summary is written: a stop that comes while the run ends (W&B's agent sends
