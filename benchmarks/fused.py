@@ -69,8 +69,8 @@ def optimizer_step_us(k: int = 16, kind: str = "sgd", steps: int = 30) -> dict[s
     import torch
     from torch.func import stack_module_state
 
-    from ignite_sweep.training.fused import StackedOptimizer
     from ignite_sweep.training.models import MLP
+    from ignite_sweep.training.stacked import StackedOptimizer
 
     models = [MLP(dropout=0.0) for _ in range(k)]
     make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, weight_decay=1e-4),

@@ -89,7 +89,7 @@ def test_adam_and_adamw_members_with_weight_decay_and_schedules_equal_their_unfu
 def test_the_stacked_optimizer_is_torch_optims_update_bit_for_bit(kind: str, members: list[dict[str, Any]]) -> None:
     """Each member's slice after 5 steps (its lr changed between them, as a schedule does) is what its own
     torch.optim optimizer makes of the same gradients, to the bit."""
-    from ignite_sweep.training.fused import StackedOptimizer
+    from ignite_sweep.training.stacked import StackedOptimizer
 
     torch.manual_seed(0)
     start = [torch.randn(5, 3), torch.randn(5)]
