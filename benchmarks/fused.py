@@ -3,15 +3,19 @@
 Agent level (the default; issue 26's benchmark): a --runs-run random sweep (lr log-uniform in [1e-3, 1e-1], momentum in
 [0, 0.95], weight_decay in [0, 1e-3]) of the built-in MLP on the bundled digits, --epochs epochs, created and run with
 `ignite-sweep agent --fuse K` for each K (a fresh store each), runs logged with wandb offline. For each K: the agent's
-wall time (its start included), runs per hour, the states, the best val/accuracy. Last line: JSON
-{"runs_per_hour": {"1": .., "4": .., ...}, "speedup_best": .., "best_k": .., "best_val_accuracy": {...}}.
+wall time (its start included), runs per hour, the states, the best val/accuracy; then the same runs' training steps
+in a plain torch loop (no Ignite, evaluation, logging, process or store), and the ceiling of any fusing: the --fuse 1
+wall over the runs' matmuls alone at the rate this machine reaches on the group's batched matmul. Last line: JSON
+{"runs_per_hour": {"1": .., "4": .., ...}, "speedup_best": .., "best_k": .., "ceiling": .., "best_val_accuracy": ..}.
 --threads N sets IGNITE_SWEEP_THREADS (torch threads per run process; default: torch's, as users run it); --hidden N
 the MLP's hidden width (a smaller model: per-step overhead, not arithmetic, dominates).
 
 In process (--in-process; the training core): K runs trained (a) one after another with train(), (b) with
 train_fused() as one group; W&B disabled and offline; on 1 and 2 threads; --repeats times each, median wall time and
-the ratio (a)/(b); also the stacked optimizer's step vs one torch.optim optimizer per member over views of the stacked
-parameters. Last line: JSON {"speedup": {"1": .., ...}} for offline logging on 1 thread, every cell under "cells".
+the ratio (a)/(b); the ceiling (a)/(plain): (plain) the same runs' training steps alone in a plain torch loop, the
+most fusing can gain where a vmapped step costs what its members' steps cost (compute-bound, as on this CPU); also
+the stacked optimizer's step vs one torch.optim optimizer per member over views of the stacked parameters. Last line:
+JSON {"speedup": {"1": .., ...}, "ceiling": {...}} for offline logging on 1 thread, every cell under "cells".
 Usage: python benchmarks/fused.py [--ks 1,4,8,16] [--runs 32] [--epochs 3] [--threads N] [--hidden N]
        python benchmarks/fused.py --in-process [--ks 1,4,8,16] [--threads 1,2] [--modes disabled,offline]
                                   [--repeats 3] [--epochs 3]
@@ -33,11 +37,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def sweep_configs(k: int, epochs: int, data_dir: str, seed: int = 0) -> list:
+def sweep_configs(k: int, epochs: int, data_dir: str | None = None, seed: int = 0, hidden: int | None = None) -> list:
+    """K configs of the benchmark's random sweep (``hidden``: ``small_mlp`` that wide; data_dir None: the default)."""
     from ignite_sweep.training.config import TrainConfig
 
     rng = random.Random(seed)
-    return [TrainConfig.from_dict({"dataset": "digits", "model": "mlp", "epochs": epochs, "data_dir": data_dir,
+    model = {"model": "fused:small_mlp", "hidden": hidden} if hidden else {"model": "mlp"}
+    where = {"data_dir": data_dir} if data_dir else {}
+    return [TrainConfig.from_dict({"dataset": "digits", **model, "epochs": epochs, **where,
                                    "lr": math.exp(rng.uniform(math.log(1e-3), math.log(1e-1))),
                                    "momentum": rng.uniform(0, 0.95), "weight_decay": rng.uniform(0, 1e-3)})
             for _ in range(k)]  # fmt: skip
@@ -49,6 +56,63 @@ def one_after_another(cfgs: list) -> tuple[float, list[dict]]:
     started = time.perf_counter()
     summaries = [train(cfg) for cfg in cfgs]
     return time.perf_counter() - started, summaries
+
+
+def plain_loop(cfgs: list) -> float:
+    """The floor for (a): the same K runs' training steps one after another in a plain torch loop (the same data,
+    model, optimizer and batches; no Ignite, evaluation, logging or checkpoints). alone / plain is the most fusing
+    could gain on this machine if a vmapped step cost what K steps' arithmetic costs alone."""
+    import torch
+
+    from ignite_sweep.training.data import TensorBatches, load_dataset
+    from ignite_sweep.training.models import build_model
+    from ignite_sweep.training.train import build_loss, build_optimizer
+
+    started = time.perf_counter()
+    for cfg in cfgs:
+        torch.manual_seed(cfg.seed)
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed)
+        model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes, cfg.dropout,
+                            cfg.factory_kwargs("model"))  # fmt: skip
+        optimizer, loss_fn = build_optimizer(cfg, model), build_loss(cfg.loss)
+        batches = TensorBatches(data.train_x, data.train_y, cfg.batch_size, shuffle=True, seed=cfg.seed)
+        for _ in range(cfg.epochs):
+            for x, y in batches:
+                optimizer.zero_grad()
+                loss_fn(model(x), y).backward()
+                optimizer.step()
+    return time.perf_counter() - started
+
+
+def matmul_floor(cfgs: list, k: int = 16) -> tuple[float, float, float]:
+    """A floor under any way of training ``cfgs``: their Linear layers' matmuls (forward, weight gradients, input
+    gradients but the first layer's), at the rate this machine reaches on the group's batched matmul (K members'
+    first layer, torch's current threads). Returns (seconds, TFLOP, GFLOP/s)."""
+    import torch
+
+    from ignite_sweep.training.data import load_dataset
+    from ignite_sweep.training.models import build_model
+
+    flops = 0.0
+    first_shape = None
+    for cfg in cfgs:
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed)
+        model = build_model(cfg.model, data.in_channels, data.image_size, data.num_classes, cfg.dropout,
+                            cfg.factory_kwargs("model"))  # fmt: skip
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        per_sample = sum(2 * m.in_features * m.out_features * (2 if i == 0 else 3) for i, m in enumerate(linears))
+        samples = cfg.epochs * (len(data.train_x) // cfg.batch_size) * cfg.batch_size
+        flops += per_sample * samples
+        first_shape = first_shape or (cfg.batch_size, linears[0].in_features, linears[0].out_features)
+    b, n_in, n_out = first_shape
+    x, w = torch.randn(b, n_in), torch.randn(k, n_out, n_in)
+    for _ in range(10):
+        torch.matmul(x, w.transpose(1, 2))
+    started, repeats = time.perf_counter(), 100
+    for _ in range(repeats):
+        torch.matmul(x, w.transpose(1, 2))
+    rate = 2 * b * n_in * n_out * k * repeats / (time.perf_counter() - started)
+    return flops / rate, flops / 1e12, rate / 1e9
 
 
 def together(cfgs: list) -> tuple[float, list[dict]]:
@@ -148,10 +212,25 @@ def agent_level(ks: list[int], runs: int, epochs: int, hidden: int | None = None
         speedup = cells[k]["runs_per_hour"] / cells[ks[0]]["runs_per_hour"]
         print(f"{k:>4} {len(done):>5} {wall:>8.1f} {cells[k]['runs_per_hour']:>10.0f} {speedup:>7.2f}x {best:>9.4f}  "
               f"{states}", flush=True)  # fmt: skip
+    # the ceiling on this machine: the same runs' training steps alone in a plain torch loop, one after another, on
+    # the thread count the runs had: the most fusing can gain where a vmapped step costs what its members' cost
+    threads = os.environ.get("IGNITE_SWEEP_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    configs = sweep_configs(runs, epochs, hidden=hidden)
+    plain = plain_loop(configs)
+    floor, tflop, gflops = matmul_floor(configs, max(ks))
+    ceiling = cells[ks[0]]["wall_s"] / floor
+    print(f"the {runs} runs' training steps one after another in a plain torch loop: {plain:.1f} s", flush=True)
+    print(f"their matmuls alone: {tflop:.2f} TFLOP at {gflops:.0f} GFLOP/s (a {max(ks)}-member batched matmul here) = "
+          f"{floor:.1f} s; ceiling of any fusing (--fuse {ks[0]} wall / that): {ceiling:.2f}x", flush=True)  # fmt: skip
     base = cells[ks[0]]["runs_per_hour"]
     best_k = max(ks, key=lambda k: cells[k]["runs_per_hour"])
     return {"runs_per_hour": {str(k): c["runs_per_hour"] for k, c in cells.items()},
             "speedup_best": round(cells[best_k]["runs_per_hour"] / base, 3), "best_k": best_k,
+            "plain_s": round(plain, 2), "matmul_floor_s": round(floor, 2), "ceiling": round(ceiling, 3),
             "best_val_accuracy": {str(k): c["best_val_accuracy"] for k, c in cells.items()},
             "wall_s": {str(k): c["wall_s"] for k, c in cells.items()}, "runs": runs, "epochs": epochs,
             "hidden": hidden or 256,
@@ -191,28 +270,32 @@ def main() -> int:
     together(sweep_configs(2, 1, data_dir))
     cells = []
     print(f"{'logging':<9} {'threads':>7} {'K':>3} {'alone s':>9} {'fused s':>9} {'speedup':>8} "
-          f"{'acc alone':>9} {'acc fused':>9}", flush=True)  # fmt: skip
+          f"{'plain s':>8} {'ceiling':>8} {'acc alone':>9} {'acc fused':>9}", flush=True)  # fmt: skip
     for mode in args.modes.split(","):
         os.environ["WANDB_MODE"] = mode
         for threads in (int(t) for t in args.threads.split(",")):
             torch.set_num_threads(threads)
             for k in ks:
                 cfgs = sweep_configs(k, args.epochs, data_dir)
-                alone_s, fused_s, ratios = [], [], []
+                alone_s, fused_s, ratios, plain_s = [], [], [], []
                 for _ in range(args.repeats):  # interleaved: neighbours in time see the same load
                     a, alone = one_after_another(cfgs)
                     f, fused = together(cfgs)
                     alone_s.append(a)
                     fused_s.append(f)
                     ratios.append(a / f)
+                    plain_s.append(plain_loop(cfgs))
                 best = {"alone": max(s.get("val/accuracy", 0.0) for s in alone),
                         "fused": max(s.get("val/accuracy", 0.0) for s in fused)}  # fmt: skip
                 cell = {"mode": mode, "threads": threads, "k": k, "alone_s": statistics.median(alone_s),
                         "fused_s": statistics.median(fused_s), "speedup": statistics.median(ratios),
-                        "speedups": [round(r, 3) for r in ratios], "best_acc": best}  # fmt: skip
+                        "speedups": [round(r, 3) for r in ratios], "plain_s": statistics.median(plain_s),
+                        "best_acc": best}  # fmt: skip
+                cell["ceiling"] = cell["alone_s"] / cell["plain_s"]
                 cells.append(cell)
                 print(f"{mode:<9} {threads:>7} {k:>3} {cell['alone_s']:>9.2f} {cell['fused_s']:>9.2f} "
-                      f"{cell['speedup']:>7.2f}x {best['alone']:>9.4f} {best['fused']:>9.4f}", flush=True)  # fmt: skip
+                      f"{cell['speedup']:>7.2f}x {cell['plain_s']:>8.2f} {cell['ceiling']:>7.2f}x "
+                      f"{best['alone']:>9.4f} {best['fused']:>9.4f}", flush=True)  # fmt: skip
     torch.set_num_threads(1)
     optim = {kind: optimizer_step_us(16, kind) for kind in ("sgd", "adam")}
     for kind, t in optim.items():
@@ -220,6 +303,7 @@ def main() -> int:
               f"one torch.optim per member {t['per_member_torch_optim_us']:.0f} us")  # fmt: skip
     headline = [c for c in cells if c["threads"] == 1 and c["mode"] == "offline"] or cells
     print(json.dumps({"speedup": {str(c["k"]): round(c["speedup"], 3) for c in headline},
+                      "ceiling": {str(c["k"]): round(c["ceiling"], 3) for c in headline},
                       "setting": f"{headline[0]['mode']} logging, {headline[0]['threads']} thread(s)",
                       "optimizer_step_us": optim, "cells": cells}))  # fmt: skip
     return 0
