@@ -114,10 +114,14 @@ def classify(exc: BaseException, folders: Iterable[str | os.PathLike[str]],
     """The machine fault behind ``exc`` (its chain, then a probe of ``folders``), or None: the run's own failure."""
     if isinstance(exc, MachineFault):
         return exc
-    if store and "://" not in store and not Path(store).parent.is_dir():  # a SQLite store's folder, opened before:
-        # gone (deleted, moved, unmounted); the probe below would make it again, empty
-        return MachineFault(Path(store).parent, "the sweep store's folder is gone (deleted, moved or unmounted)",
-                            errno.ENOENT)  # fmt: skip
+    if store and "://" not in store:  # a SQLite store: its folder, opened before, is gone (deleted, moved,
+        folder = Path(store).parent  # unmounted), or cannot be looked at; the probe below would make it again, empty
+        try:
+            gone = not folder.is_dir()
+        except OSError as exc:  # a dead network mount (ESTALE, ENOTCONN), EIO, EACCES
+            return MachineFault(folder, CAUSES.get(exc.errno or 0) or (exc.strerror or str(exc)).lower(), exc.errno)
+        if gone:
+            return MachineFault(folder, "the sweep store's folder is gone (deleted, moved or unmounted)", errno.ENOENT)
     folders = list(folders)
     fault = in_chain(exc, folders, store)
     if fault is None or fault.path is None or fault.path == store:  # where, and why in the file system's words

@@ -335,10 +335,21 @@ def test_a_group_that_cannot_be_made_fails_its_own_runs_only(no_wandb: None) -> 
 
 class EvalOutOfMemory(TooBig):
     """Trains in a fused group; its group's first evaluation runs out of device memory (as a K too large for the
-    GPU does at its first evaluation, after the members logged); alone it trains."""
+    GPU does at its first evaluation, after the members logged); alone it trains. With ``stop_at`` N, its group's
+    N-th training step sends the process SIGTERM first (the group then stops mid-epoch: its final evaluation)."""
+
+    stop_at = 0
+    steps = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import os
+        import signal
+
         vmapped = torch._C._functorch.is_functorch_wrapped_tensor(self.fc.weight)
+        if vmapped and self.training and x.shape[0] > 2:
+            EvalOutOfMemory.steps += 1
+            if EvalOutOfMemory.steps == EvalOutOfMemory.stop_at:
+                os.kill(os.getpid(), signal.SIGTERM)
         if vmapped and not self.training and x.shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
         return torch.log_softmax(self.fc(x.flatten(1)), dim=-1)
@@ -349,16 +360,19 @@ def eval_out_of_memory(in_channels: int, image_size: tuple[int, int], num_classe
     return EvalOutOfMemory(in_channels * image_size[0] * image_size[1], num_classes)
 
 
-def test_a_group_out_of_memory_after_it_logged_interrupts_its_members(no_wandb: None) -> None:
-    """Out of device memory at the first evaluation, after the members logged: they cannot start over in this
-    process (their W&B history has steps), so they end interrupted (run again first, in smaller groups), never
-    failed."""
+@pytest.mark.parametrize("stop_at", [0, 30])
+def test_a_group_out_of_memory_after_it_logged_interrupts_its_members(no_wandb: None, stop_at: int) -> None:
+    """Out of device memory at the first evaluation after the members logged (at the end of epoch 1; or, stopped by
+    SIGTERM at step 30, at the final evaluation of the stopped group): they cannot start over in this process (their
+    W&B history has steps), so they end interrupted (run again first, in smaller groups), never failed."""
+    EvalOutOfMemory.stop_at, EvalOutOfMemory.steps = stop_at, 0
     cfgs = configs(*({"model": "test_fused:eval_out_of_memory", "epochs": 2, "lr": lr} for lr in (0.01, 0.02)))
-    summaries = train_fused(cfgs)
+    summaries = train_fused(cfgs, on_failed=lambda i, exc: pytest.fail(f"run {i} failed: {exc}"))
     for summary_ in summaries:
         assert summary_["status"] == "interrupted" and summary_["fused_out_of_memory"] == 2, summary_
         assert summary_["stopped_by"].startswith("its fused group ran out of device memory: CUDA out of memory")
-        assert summary_["epochs_completed"] == 1 and "val/accuracy" not in summary_
+        assert summary_["iterations"] == (30 if stop_at else summary_["iterations"]) and "val/accuracy" not in summary_
+        assert summary_["epochs_completed"] == (0 if stop_at else 1)
 
 
 def random_split_digits(data_dir: str, download: bool = True, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -387,3 +401,32 @@ def test_a_dataset_drawing_from_torchs_rng_gives_each_member_its_unfused_run(no_
         train(cfg, reporter=alone)
         for name in ("val/accuracy", "val/loss"):
             assert mine.seen[0][name] == pytest.approx(alone.seen[0][name], abs=TOLERANCE), name
+
+
+def summed_nll(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A user's loss that is not a mean over the batch (its value depends on how many samples it sees)."""
+    return torch.nn.functional.nll_loss(log_probs, target, reduction="sum")
+
+
+def batch_statistics(in_channels: int, image_size: tuple[int, int], num_classes: int,
+                     dropout: float) -> torch.nn.Module:  # fmt: skip
+    """Batch norm without running statistics: its evaluation of a sample depends on the rest of the batch."""
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_channels * image_size[0] * image_size[1], 32),
+                               torch.nn.BatchNorm1d(32, track_running_stats=False), torch.nn.ReLU(),
+                               torch.nn.Linear(32, num_classes), torch.nn.LogSoftmax(dim=-1))  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", [{"loss": "test_fused:summed_nll", "lr": 1e-4},
+                                     {"model": "test_fused:batch_statistics"}])  # fmt: skip
+def test_a_fused_evaluation_equals_ignites_on_whole_batches(no_wandb: None, variant: dict[str, Any]) -> None:
+    """The group evaluates its members in slices of the batch (memory) but takes the loss on the whole batch, and
+    a model whose evaluation depends on the batch on whole batches: val/loss and val/accuracy are Ignite's."""
+    cfgs = configs(*({"epochs": 1, "lr": lr, **variant} for lr in (0.01, 0.02, 0.03)))
+    fused = [Collect(), Collect(), Collect()]
+    summaries = train_fused(cfgs, reporters=fused)
+    assert all(s["fused"] == 3 for s in summaries)  # trained together, not alone
+    for cfg, mine in zip(cfgs, fused, strict=True):
+        alone = Collect()
+        train(cfg, reporter=alone)
+        for name in ("val/accuracy", "val/loss"):
+            assert mine.seen[0][name] == pytest.approx(alone.seen[0][name], rel=TOLERANCE, abs=TOLERANCE), name

@@ -134,14 +134,3 @@ def test_groups_out_of_memory_after_they_logged_are_run_again_in_smaller_groups(
     assert "--fuse: a group of 4 ran out of device memory; groups of at most 2 from now on" in result.stderr
     assert "--fuse: a group of 2 ran out of device memory; groups of at most 1 from now on" in result.stderr
 
-
-def test_a_group_that_raises_is_one_failure_for_max_consecutive_failures(tmp_path: Path) -> None:
-    """A fused group counts as one run for --max-consecutive-failures (failed when all its members failed): its K
-    members failing together with the group's error are one failure, not K."""
-    grid = {"model": {"value": "test_fused:breaks_when_fused"}, "lr": {"values": [0.01, 0.02]}, "epochs": {"value": 1}}
-    sweep_id = create(sweep_file(tmp_path, parameters=grid))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    result = cli("agent", sweep_id, "--fuse", "2", "--max-consecutive-failures", "2", env=env)
-    assert result.returncode == 0 and "agent stopped" not in result.stderr, result.stderr
-    runs = store_runs(sweep_id)
-    assert [(r["state"], r["error"]) for r in runs] == [("failed", "ValueError: this model breaks when fused")] * 2

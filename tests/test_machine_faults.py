@@ -133,3 +133,17 @@ def test_a_program_that_fails_on_a_full_disk_is_interrupted_not_failed(tmp_path:
     (tmp_path / "freed").touch()
     assert cli("agent", sweep_id).returncode == 0
     assert [r["state"] for r in store_runs(sweep_id)] == ["interrupted", "finished"]
+
+
+def test_a_store_folder_that_cannot_be_looked_at_is_a_machine_fault_not_an_error(tmp_path: Path) -> None:
+    """The SQLite store's folder cannot even be stat'ed (here: a name too long for the file system; a dead network
+    mount gives ESTALE or ENOTCONN the same way): the fault behind the store's error, not an error of classify's."""
+    import errno
+    import sqlite3
+
+    from ignite_sweep import faults
+
+    store = tmp_path / ("x" * 300) / "sweeps.db"
+    fault = faults.classify(sqlite3.OperationalError("unable to open database file"), [], str(store))
+    assert isinstance(fault, faults.MachineFault) and fault.code == errno.ENAMETOOLONG, fault
+    assert fault.path == str(store.parent) and "file name too long" in str(fault)

@@ -295,3 +295,20 @@ def test_logged_grad_norm_and_lr_are_the_values_of_the_iteration_they_are_logged
     cycle = total + 1  # the schedule's cycle: the run's iterations (train.attach_lr_schedule)
     expected = [cfg.lr * (1 + math.cos(math.pi * (k - 1) / cycle)) / 2 for k in range(1, total + 1)]
     assert [r["train/lr"] for r in rows] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_stop_caught_before_training_starts_ends_the_run_with_nothing_evaluated(offline_wandb: Path) -> None:
+    """A stop caught by an enclosing handler before train() installs its own (train_fused runs trainings one after
+    another under one): the run stops as it starts, and reports and logs no evaluation of an untrained model."""
+    import os
+    import signal
+
+    from ignite_sweep.training.train import StopSignal
+
+    reported: list[dict] = []
+    outer = StopSignal(lambda: None)
+    with outer.installed():
+        os.kill(os.getpid(), signal.SIGTERM)
+        summary = train(TrainConfig.from_dict({**FAST, "epochs": 2}), reporter=lambda m: reported.append(m) or False)
+    assert (summary["status"], summary["stopped_by"], summary["epochs_completed"]) == ("stopped", "SIGTERM", 0)
+    assert reported == [] and "val/accuracy" not in summary

@@ -422,14 +422,11 @@ class LocalBackend(Backend):
                     state, error = end_state(died)
                     shown = [self.store.end_run(run["id"], state, error=error) or one for run, one in
                              zip(claimed, shown, strict=True)]  # fmt: skip
-                group = len(claimed) > 1  # counts as one run for --max-consecutive-failures: failed if all failed
-                failures = 0
+                group_died = not outcome.ok and len(claimed) > 1  # one process died: one failure, not K
                 for run, one in zip(claimed, shown, strict=True):
-                    last = ended(run, shown=one, counted=not group)
-                    failures += last.get("state") in ("failed", "crashed")
+                    last = ended(run, shown=one, counted=not group_died)
                     group_size.ended(last.get("summary") or {})
-                if group:
-                    tally["failures"] = tally["failures"] + 1 if failures == len(claimed) else 0
+                tally["failures"] += group_died
                 if tally["failures"] >= max_consecutive_failures:
                     raise BackendError(
                         f"agent stopped: {tally['failures']} runs in a row failed or crashed "

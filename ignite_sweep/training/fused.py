@@ -271,6 +271,7 @@ def train_fused(cfgs: list[TrainConfig], reporters: list[Reporter | None] | None
                 ended(i, {"status": stopped, "stopped_by": between.requested, "epochs_completed": 0,
                           "iterations": 0, "resumed_epoch": None, "train_time_s": 0.0, "run_time_s": 0.0,
                           "samples_per_s": 0.0, "checkpoint": None})  # fmt: skip
+    _free_device_memory()  # before the agent is released: the free memory it reads for its next claim is true
     return [summaries.get(i) or {} for i in range(n)]
 
 
@@ -525,6 +526,14 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
                 m.state["status"], m.state["stopped_by"] = "stopped", stop.requested
         trainer.terminate()
 
+    def ran_out_of_memory(exc: BaseException) -> None:
+        """Out of device memory after members logged: those still training end interrupted (run again first by the
+        agent, in smaller groups; a retry resumes its last checkpoint, alone); those already leaving keep their end."""
+        why = f"{OUT_OF_MEMORY}: {_first_line(exc)}"
+        for m in active:
+            if not m.leaving:
+                m.state.update(status="interrupted", stopped_by=why, out_of_memory=True)
+
     stop = StopSignal(request_stop)  # inside train_fused's: starts with a stop caught while the group was made
     trainer.add_event_handler(Events.STARTED, lambda _: request_stop() if stop.requested else None)
     started = time.perf_counter()
@@ -547,9 +556,7 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
                 raise _GroupOutOfMemory(_first_line(exc)) from None
             # later (its first evaluation, a member's checkpoint): the members still training end interrupted, run
             # again first by the agent, in smaller groups (a retry resumes its last checkpoint, alone)
-            out_of_memory = f"{OUT_OF_MEMORY}: {_first_line(exc)}"
-            for m in active:
-                m.state["status"], m.state["stopped_by"], m.state["out_of_memory"] = "interrupted", out_of_memory, True
+            ran_out_of_memory(exc)
         finally:
             stop.on_stop = lambda: None
             it = trainer.state.iteration
@@ -561,8 +568,13 @@ def _train_group(cfgs: list[TrainConfig], reporters: list[Reporter | None], runs
                     if not ok:
                         m.state["status"] = "diverged"
                 pending = [m for m in active if m.state["evaluated_at"] != it and m.state["status"] != "diverged"]
-                if pending:  # its metrics
-                    evaluate(pending)
+                try:
+                    if pending:  # its metrics
+                        evaluate(pending)
+                except Exception as exc:
+                    if not _out_of_memory(exc):
+                        raise
+                    ran_out_of_memory(exc)
             for m in active:
                 finish(m, it)
             active.clear()

@@ -39,12 +39,16 @@ class Stack:
         def loss(params: Any, buffers: Any, x: Any, y: Any) -> Any:
             return loss_fn(functional_call(self.skeleton, (params, buffers), (x,)), y)
 
-        def predict(params: Any, buffers: Any, x: Any, y: Any) -> Any:
-            out = functional_call(self.skeleton, (params, buffers), (x,))
-            return out, loss_fn(out, y)
+        def predict(params: Any, buffers: Any, x: Any) -> Any:
+            return functional_call(self.skeleton, (params, buffers), (x,))
 
         self._step = vmap(grad_and_value(loss), in_dims=(0, 0, None, None), randomness="same")
-        self._predict = vmap(predict, in_dims=(0, 0, None, None), randomness="same")
+        self._predict = vmap(predict, in_dims=(0, 0, None), randomness="same")
+        self._loss = vmap(loss_fn, in_dims=(0, None))
+        # a model whose evaluation depends on the whole batch (batch norm without running statistics) is evaluated
+        # on whole batches; any other in slices (evaluate_batch)
+        self._whole_batches = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not m.track_running_stats
+                                  for m in self.skeleton.modules())  # fmt: skip
         self.optimizer = StackedOptimizer(shared.optimizer, self.optimizers, self.params)
         self.grads: dict[str, Any] = {}
 
@@ -62,20 +66,18 @@ class Stack:
         return losses
 
     def evaluate_batch(self, x: Any, y: Any) -> tuple[Any, Any]:
-        """Each member's number of correct predictions and summed loss on one batch (Ignite's Accuracy and Loss),
-        in slices of ``len(x) / K`` samples: K members' activations at once take what one run's batch takes alone."""
+        """Each member's number of correct predictions and summed loss on one batch (Ignite's Accuracy, and Loss:
+        the loss of the whole batch times its size). The model runs on slices of ``len(x) / K`` samples, so K
+        members' activations take what one run's batch takes alone; the loss is taken on the whole batch's output."""
         import torch
 
         size = len(x)
-        step = max(1, -(-size // len(next(iter(self.params.values())))))
-        correct, loss_sum = 0, 0
+        step = size if self._whole_batches else max(1, -(-size // len(next(iter(self.params.values())))))
         with torch.no_grad():
-            for start in range(0, size, step):
-                xs, ys = x[start : start + step], y[start : start + step]
-                out, losses = self._predict(self.params, self.buffers, xs, ys)
-                correct = correct + (out.argmax(dim=-1) == ys).sum(dim=-1)
-                loss_sum = loss_sum + losses * len(ys)
-        return correct, loss_sum
+            out = torch.cat([self._predict(self.params, self.buffers, x[start : start + step])
+                             for start in range(0, size, step)], dim=1)  # fmt: skip
+            losses = self._loss(out, y)
+        return (out.argmax(dim=-1) == y).sum(dim=-1), losses * size
 
     def grad_norms(self) -> Any:
         """Each member's global L2 gradient norm (``torch.nn.utils.get_total_norm`` per member)."""

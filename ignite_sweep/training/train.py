@@ -46,10 +46,10 @@ class StopSignal:
             yield self  # wandb.agent runs functions in a thread; it stops them through its own channel
             return
         outer = StopSignal._installed[-1] if StopSignal._installed else None
-        self.requested = self.requested or (outer.requested if outer is not None else None)
         StopSignal._installed.append(self)
         try:
-            with self._handlers():
+            with self._handlers():  # then the outer's stop: one caught until now went to the outer's handlers
+                self.requested = self.requested or (outer.requested if outer is not None else None)
                 yield self
         finally:
             StopSignal._installed.remove(self)
@@ -440,7 +440,13 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, run: Any = None,
         trainer.terminate()
 
     stop = StopSignal(request_stop)
-    trainer.add_event_handler(Events.STARTED, lambda _: request_stop() if stop.requested else None)  # caught before
+
+    @trainer.on(Events.STARTED)
+    def stopped_before(_engine: Any) -> None:  # a stop caught before the trainer started: it ends where it starts,
+        if stop.requested:  # with nothing new to evaluate or report
+            state["evaluated_at"] = trainer.state.iteration
+            request_stop()
+
     summary: dict[str, Any] = {}
     started = time.perf_counter()
     # The handlers stay until the summary is written: a stop that comes while the run ends (W&B's agent sends
