@@ -58,6 +58,7 @@ class GroupSize:
         self.fuse, self.say = fuse, say
         self.memory: dict[str, Any] | None = None  # the last measure a group on a GPU made
         self._bounded: int | None = None  # the size the free memory last held the group to (said once)
+        self._unread = False  # nvidia-smi could not say (said once)
 
     def next(self) -> int:
         if self.fuse <= 1 or self.memory is None:
@@ -65,6 +66,10 @@ class GroupSize:
         gpu = physical_gpu(int(self.memory.get("device_index") or 0))
         free = free_gpu_memory(gpu)
         if free is None:
+            if not self._unread:  # said once: MIG instances or a driver nvidia-smi cannot query, say
+                self._unread = True
+                self.say(f"--fuse {self.fuse}: nvidia-smi cannot say how much memory GPU {gpu} has free: groups are "
+                         "not bounded by it (a group that runs out of memory halves them)")  # fmt: skip
             return self.fuse
         size = min(self.fuse, members_that_fit(free, self.memory))
         bounded = size if size < self.fuse else None
