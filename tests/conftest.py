@@ -11,6 +11,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+def cuda_available() -> bool:
+    """Whether this machine has a CUDA device (the CUDA-only tests are skipped elsewhere)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data folder for the whole session: the digits cache is prepared once, not in every test."""

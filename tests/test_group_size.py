@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import cuda_available
 
 from ignite_sweep.execution.group_size import GIB, GroupSize, free_gpu_memory, physical_gpu
 
@@ -76,13 +77,7 @@ def test_the_group_size_follows_free_memory_once_measured_and_halves_after_runni
     assert len(calls(nvidia_smi)) == 7 and all(c.endswith("-i 0") for c in calls(nvidia_smi))
 
 
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-@pytest.mark.skipif(not _cuda(), reason="a fused group measures its device memory on CUDA only")
+@pytest.mark.skipif(not cuda_available(), reason="a fused group measures its device memory on CUDA only")
 def test_a_fused_group_on_cuda_measures_what_a_member_needs(monkeypatch: pytest.MonkeyPatch) -> None:
     from ignite_sweep.training.config import TrainConfig
     from ignite_sweep.training.fused import train_fused

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import offline_runs
+from conftest import cuda_available, offline_runs
 
 from ignite_sweep.training.config import TrainConfig
 from ignite_sweep.training.train import main, parse_args, train
@@ -235,13 +235,7 @@ def test_compile_trains_the_compiled_model_and_checkpoints_the_model_itself(offl
     assert {"train/loss", "train/grad_norm", "val/accuracy"} <= names
 
 
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-@pytest.mark.skipif(not _cuda(), reason="AMP and channels_last act on CUDA only (gpu_loop_check.sh)")
+@pytest.mark.skipif(not cuda_available(), reason="AMP and channels_last act on CUDA only (gpu_loop_check.sh)")
 def test_amp_and_channels_last_on_cuda_checkpoint_the_grad_scaler_and_resume(offline_wandb: Path) -> None:
     """On a GPU: the small CNN with AMP (autocast + GradScaler) and channels-last trains, its resume checkpoint holds
     the GradScaler's state, and a retry resumes after epoch 1 with it."""

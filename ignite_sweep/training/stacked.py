@@ -52,6 +52,11 @@ class Stack:
         self.optimizer = StackedOptimizer(shared.optimizer, self.optimizers, self.params)
         self.grads: dict[str, Any] = {}
 
+    @property
+    def size(self) -> int:
+        """How many members the stack holds now."""
+        return len(next(iter(self.params.values())))
+
     def forward_backward(self, x: Any, y: Any) -> tuple[Any, dict[str, Any]]:
         grads, losses = self._step(self.params, self.buffers, x, y)
         return losses.detach(), grads
@@ -72,7 +77,7 @@ class Stack:
         import torch
 
         size = len(x)
-        step = size if self._whole_batches else max(1, -(-size // len(next(iter(self.params.values())))))
+        step = size if self._whole_batches else max(1, -(-size // self.size))
         with torch.no_grad():
             out = torch.cat([self._predict(self.params, self.buffers, x[start : start + step])
                              for start in range(0, size, step)], dim=1)  # fmt: skip
@@ -84,7 +89,7 @@ class Stack:
         import torch
 
         if not self.grads:
-            return torch.zeros(len(next(iter(self.params.values()))), device=self.device)
+            return torch.zeros(self.size, device=self.device)
         norms = [g.flatten(1).norm(dim=1) for g in self.grads.values()]
         return torch.stack(norms).norm(dim=0)
 
