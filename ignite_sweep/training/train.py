@@ -45,7 +45,22 @@ class StopSignal:
         if threading.current_thread() is not threading.main_thread():
             yield self  # wandb.agent runs functions in a thread; it stops them through its own channel
             return
-        from ignite_sweep.execution.process import handlers_installed
+        outer = StopSignal._installed[-1] if StopSignal._installed else None
+        StopSignal._installed.append(self)
+        try:
+            with self._handlers():  # then the outer's stop: one caught until now went to the outer's handlers
+                self.requested = self.requested or (outer.requested if outer is not None else None)
+                yield self
+        finally:
+            StopSignal._installed.remove(self)
+            if outer is not None:
+                outer.requested = outer.requested or self.requested
+
+    @contextmanager
+    def _handlers(self) -> Iterator[None]:
+        """The handlers while the block runs (execution.process.handlers_installed's twin: training may not import
+        execution, tests/test_layout.py)."""
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
         def handle(signum: int, _frame: Any) -> None:
             if signum == signal.SIGINT and self.requested:
@@ -53,17 +68,13 @@ class StopSignal:
             self.requested = signal.Signals(signum).name
             self.on_stop()
 
-        outer = StopSignal._installed[-1] if StopSignal._installed else None
-        StopSignal._installed.append(self)
+        for sig in previous:
+            signal.signal(sig, handle)
         try:
-            with handlers_installed((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), handle):
-                # then the outer's stop: one caught until now went to the outer's handlers
-                self.requested = self.requested or (outer.requested if outer is not None else None)
-                yield self
+            yield
         finally:
-            StopSignal._installed.remove(self)
-            if outer is not None:
-                outer.requested = outer.requested or self.requested
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def resolve_device(name: str) -> Any:
