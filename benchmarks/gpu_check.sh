@@ -3,10 +3,13 @@
 # fanned out with --gpus all --per-gpu 1, 2 and 4; then fused runs (the seed's Net, fp32: amp is not fused) at
 # --fuse 1, 4, 8 and 16 against --per-gpu 4. Prints runs/minute per setting and mean GPU utilisation.
 # Usage: bash benchmarks/gpu_check.sh [runs per setting, default 8] [runs per fused setting, default 16]
+#        PARTS=fused FUSES="4 16" FUSED_PER_GPU= bash benchmarks/gpu_check.sh ...   (defaults: PARTS="per-gpu fused",
+#        FUSES="1 4 8 16", FUSED_PER_GPU=4: the fused sweep at --per-gpu 4 too; empty skips it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-8}
 FUSE_RUNS=${2:-16}
+PARTS=${PARTS:-per-gpu fused}
 PY=${PY:-.venv/bin/python}
 command -v "$PY" >/dev/null || { make install >/dev/null; PY=.venv/bin/python; }  # PY=python3 on a device machine
 WORK=$(mktemp -d)
@@ -44,8 +47,8 @@ measure() {  # measure NAME SWEEP_FILE AGENT_OPTIONS...: one sweep through the a
   "$PY" -m ignite_sweep agent "$ID" "$@" > "$WORK/pool-$name.log" 2>&1 || true
   END=$(date +%s.%N)
   kill $SMI 2>/dev/null || true
-  "$PY" -m ignite_sweep status "$ID" --json > "$WORK/status-$name.json"
-  "$PY" - "$name" "$START" "$END" "$WORK/status-$name.json" "$WORK/util-$name.txt" <<'PYEOF'
+  "$PY" -m ignite_sweep status "$ID" --json > "$WORK/status-$name.json" || true
+  "$PY" - "$name" "$START" "$END" "$WORK/status-$name.json" "$WORK/util-$name.txt" <<'PYEOF' | tee "$WORK/result-$name.json" || true
 import json, sys
 name, start, end, status, util = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
 runs = json.load(open(status))["runs"]
@@ -59,13 +62,20 @@ print(json.dumps({"setting": name, "runs_finished": finished, "wall_s": round(en
                   "fused_mib_per_member": round(max(per_member) / 2**20, 1) if per_member else None}))
 PYEOF
   tail -1 "$WORK/pool-$name.log"
+  # a setting where no run finished: say why here (the device machine and its folders go back after the lease)
+  grep -q '"runs_finished": [1-9]' "$WORK/result-$name.json" 2>/dev/null || tail -25 "$WORK/pool-$name.log"
+  return 0
 }
-for K in 1 2 4; do
-  measure "per-gpu-$K" "$WORK/sweep.yaml" --gpus all --per-gpu "$K" --stagger 1
-done
+if [[ " $PARTS " == *" per-gpu "* ]]; then
+  for K in 1 2 4; do
+    measure "per-gpu-$K" "$WORK/sweep.yaml" --gpus all --per-gpu "$K" --stagger 1
+  done
+fi
+[[ " $PARTS " == *" fused "* ]] || exit 0
 sed -e '/amp:/d' -e "s/run_cap: $RUNS/run_cap: $FUSE_RUNS/" -e 's/batch_size: {values: \[128, 256\]}/batch_size: {value: 128}/' \
   "$WORK/sweep.yaml" > "$WORK/fused.yaml"
-for F in 1 4 8 16; do
+for F in ${FUSES:-1 4 8 16}; do
   measure "fuse-$F" "$WORK/fused.yaml" --gpus all --fuse "$F"
 done
-measure "fused-sweep-per-gpu-4" "$WORK/fused.yaml" --gpus all --per-gpu 4 --stagger 1
+P=${FUSED_PER_GPU-4}
+[ -z "$P" ] || measure "fused-sweep-per-gpu-$P" "$WORK/fused.yaml" --gpus all --per-gpu "$P" --stagger 1

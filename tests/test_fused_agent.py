@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from conftest import cuda_available
 from sweep_helpers import cli, create, start_agent, store_runs, sweep_file, wait_for
 
 from ignite_sweep.execution.process import EVENT_PREFIX
@@ -51,6 +52,37 @@ def test_fused_runs_are_runs_of_their_own_equal_to_unfused_ones(tmp_path: Path) 
         assert kinds.index(("left", run["id"])) < min(kinds.index(("end", r["id"])) for r in together)
     assert sum(kind == "left" for kind, _ in kinds) == 3  # the group's two and the run that trained alone beside it
     assert all(fused.stderr.count(f"run {run['id']} finished val/accuracy=") == 1 for run in runs.values())
+
+
+def test_the_agent_warms_fused_steps_up_only_where_no_gpu_may_be_visible(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warm-up's backward would initialise CUDA in the agent, where a GPU may be visible (torch built with CUDA,
+    a driver: here an nvidia-smi on PATH), and then CUDA fails in every group it forks."""
+    import torch
+
+    from ignite_sweep.training import fused
+
+    if not torch.backends.cuda.is_built():
+        pytest.skip("torch without CUDA never sees a GPU")
+    (tmp_path / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert fused.gpu_may_be_visible() and fused.warm_up() is False
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU for this process, whatever the machine has
+    assert not fused.gpu_may_be_visible() and fused.warm_up() is True
+
+
+@pytest.mark.skipif(not cuda_available(), reason="the agent must leave CUDA to its forked groups: CUDA only")
+def test_on_cuda_the_agent_forks_groups_that_train_fused(tmp_path: Path) -> None:
+    """The agent warms torch up before it forks its groups, and must not initialise CUDA doing so: a forked child
+    then cannot (every group failed on an H200, first as fork_rng saved the CUDA RNG's state, then as autograd's
+    first backward counted the CUDA devices)."""
+    sweep_id = create(sweep_file(tmp_path, parameters={"lr": {"values": [0.01, 0.02]}, "device": {"value": "cuda"}}))
+    result = cli("agent", sweep_id, "--fuse", "2")
+    assert result.returncode == 0, result.stderr
+    runs = store_runs(sweep_id)
+    assert [r["state"] for r in runs] == ["finished"] * 2 and all(r["summary"]["fused"] == 2 for r in runs), runs
 
 
 def test_ctrl_c_interrupts_every_member_of_a_group_and_none_stays_running(tmp_path: Path) -> None:

@@ -87,5 +87,7 @@ def test_a_fused_group_on_cuda_measures_what_a_member_needs(monkeypatch: pytest.
     summaries = train_fused([TrainConfig.from_dict({**base, "lr": lr}) for lr in (0.01, 0.02, 0.03)])
     measured = [s["fused_memory"] for s in summaries]
     assert all(m["members"] == 3 and m["base_bytes"] > 0 for m in measured), measured
-    params = 784 * 256 + 256 * 256 + 256 * 10  # weights alone: each member holds them, their gradients and more
-    assert all(m["per_member_bytes"] > 3 * 4 * params for m in measured), measured
+    params = 784 * 256 + 256 * 256 + 256 * 10  # the MLP's weights (digits are upscaled to 28x28)
+    # at its peak a member holds at least its float32 weights and their gradients (measured on an H200: 2.51 MB a
+    # member, 2.33 times its weights, in a process that had trained before; more where cuBLAS allocates its workspace)
+    assert all(m["per_member_bytes"] > 2 * 4 * params for m in measured), measured

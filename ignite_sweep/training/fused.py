@@ -122,11 +122,17 @@ def trace_failure(cfg: TrainConfig) -> str | None:
     return None
 
 
-def warm_up() -> None:
+def warm_up() -> bool:
     """Pay once, in the agent, what the first fused step costs a process (torch.func's first vmapped forward,
     backward, optimizer step and evaluation: about 2 s on this CPU), so that every forked group starts warm: a tiny
     group of the built-in MLP on a few random images. No dataset is read; the RNG is left as it was. On one thread:
-    a process that forks must not have started torch's OpenMP pool (a forked child that enters it hangs)."""
+    a process that forks must not have started torch's OpenMP pool (a forked child that enters it hangs).
+
+    Not where a GPU may be visible (``gpu_may_be_visible``): autograd's first backward counts the CUDA devices, which
+    initialises the CUDA driver in the agent, and then CUDA fails in every forked group ("CUDA error: initialization
+    error", seen on an H200); there each group pays its own warm-up. Returns whether it warmed up."""
+    if gpu_may_be_visible():
+        return False
     import types
 
     import torch
@@ -137,10 +143,26 @@ def warm_up() -> None:
         _warm_up(torch, types)
     finally:
         torch.set_num_threads(threads)
+    return True
+
+
+def gpu_may_be_visible() -> bool:
+    """Whether CUDA could find a GPU in this process, asked without initialising CUDA (which a process that forks
+    must not do): torch built with CUDA, ``CUDA_VISIBLE_DEVICES`` not empty, and an NVIDIA driver here (its device
+    node, or nvidia-smi on PATH)."""
+    import os
+    import shutil
+
+    import torch
+
+    if not torch.backends.cuda.is_built() or os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return False
+    return os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None
 
 
 def _warm_up(torch: Any, types: Any) -> None:
-    with torch.random.fork_rng():
+    # devices=[]: fork_rng's default saves every CUDA device's RNG state, which initialises CUDA
+    with torch.random.fork_rng(devices=[]):
         x, y = torch.rand(4, 1, 8, 8), torch.arange(4) % 10
         data = types.SimpleNamespace(train_x=x, in_channels=1, image_size=(8, 8), num_classes=10)
         for optimizer in ("sgd", "adam"):
