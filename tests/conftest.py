@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +101,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         pg_server.stop(root)
+        shutil.rmtree(root, ignore_errors=True)  # 55 MB a session, left in /tmp until now
 
 
 @pytest.fixture

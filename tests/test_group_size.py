@@ -5,6 +5,7 @@ nvidia-smi does) once a group measured what a member needs."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -78,11 +79,12 @@ def test_the_group_size_follows_free_memory_once_measured_and_halves_after_runni
 
 
 @pytest.mark.skipif(not cuda_available(), reason="a fused group measures its device memory on CUDA only")
-def test_a_fused_group_on_cuda_measures_what_a_member_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fused_group_on_cuda_measures_what_a_member_needs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from ignite_sweep.training.config import TrainConfig
     from ignite_sweep.training.fused import train_fused
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a disabled run's folder: not /tmp
     base = {"dataset": "digits", "model": "mlp", "epochs": 1, "device": "cuda"}
     summaries = train_fused([TrainConfig.from_dict({**base, "lr": lr}) for lr in (0.01, 0.02, 0.03)])
     measured = [s["fused_memory"] for s in summaries]
