@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +14,18 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+@functools.cache
 def cuda_available() -> bool:
-    """Whether this machine has a CUDA device (the CUDA-only tests are skipped elsewhere)."""
-    import torch
+    """Whether this machine has a CUDA device (the CUDA-only tests are skipped elsewhere), asked in another process:
+    ``torch.cuda.is_available()`` initialises the CUDA driver, and then every run an agent in this process forks
+    fails on CUDA ("initialization error")."""
+    from ignite_sweep.training.fused import gpu_may_be_visible
 
-    return torch.cuda.is_available()
+    if not gpu_may_be_visible():
+        return False
+    asked = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True)  # fmt: skip
+    return asked.stdout.strip() == "True"
 
 
 @pytest.fixture(scope="session")

@@ -74,6 +74,27 @@ def test_the_agent_warms_fused_steps_up_only_where_no_gpu_may_be_visible(tmp_pat
     assert not fused.gpu_may_be_visible() and fused.warm_up() is True
 
 
+def test_a_loadable_cuda_driver_library_alone_means_a_gpu_may_be_visible(tmp_path: Path) -> None:
+    """Where neither NVIDIA's device node nor nvidia-smi is found (WSL2, Jetson), the CUDA driver library that loads
+    is what says a GPU may be visible: a shared library named libcuda.so.1 on LD_LIBRARY_PATH (dlopen reads it at
+    process start: asked in a child process)."""
+    import _ctypes
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+
+    if not torch.backends.cuda.is_built() or Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi"):
+        pytest.skip("needs torch built with CUDA, on a machine without NVIDIA's driver")
+    ask = [sys.executable, "-c", "from ignite_sweep.training.fused import gpu_may_be_visible as g; print(g())"]
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    without = subprocess.run(ask, capture_output=True, text=True, env=env)
+    shutil.copy(_ctypes.__file__, tmp_path / "libcuda.so.1")  # any shared object loads
+    found = subprocess.run(ask, capture_output=True, text=True, env={**env, "LD_LIBRARY_PATH": str(tmp_path)})
+    assert (without.stdout.strip(), found.stdout.strip()) == ("False", "True"), (without.stderr, found.stderr)
+
+
 @pytest.mark.skipif(not cuda_available(), reason="the agent must leave CUDA to its forked groups: CUDA only")
 def test_on_cuda_the_agent_forks_groups_that_train_fused(tmp_path: Path) -> None:
     """The agent warms torch up before it forks its groups, and must not initialise CUDA doing so: a forked child

@@ -109,8 +109,14 @@ def trace_failure(cfg: TrainConfig) -> str | None:
     vmapped evaluation; else why not, one line. The caller's RNG state is left as it was."""
     import torch
 
+    from ignite_sweep.training.train import resolve_device
+
     try:
-        with torch.random.fork_rng():
+        device = resolve_device(cfg.device)
+        # only the group's device: fork_rng's default sets up CUDA on every GPU (and warns) where several are visible
+        devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else []  # fmt: skip
+        with torch.random.fork_rng(devices=devices):
             group = Stack(cfg, [cfg, cfg], _load(cfg))
             x, y = group.data.train_x[:2], group.data.train_y[:2]
             losses, _ = group.forward_backward(x, y)
@@ -148,8 +154,10 @@ def warm_up() -> bool:
 
 def gpu_may_be_visible() -> bool:
     """Whether CUDA could find a GPU in this process, asked without initialising CUDA (which a process that forks
-    must not do): torch built with CUDA, ``CUDA_VISIBLE_DEVICES`` not empty, and an NVIDIA driver here (its device
-    node, or nvidia-smi on PATH)."""
+    must not do): torch built with CUDA (or ROCm), ``CUDA_VISIBLE_DEVICES`` not empty, and a GPU driver here: the
+    CUDA driver library loads (without it CUDA cannot start; loading it starts nothing), NVIDIA's device node or
+    nvidia-smi (also where the library has another name), or ROCm's ``/dev/kfd``."""
+    import ctypes
     import os
     import shutil
 
@@ -157,7 +165,15 @@ def gpu_may_be_visible() -> bool:
 
     if not torch.backends.cuda.is_built() or os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
         return False
-    return os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None
+    if os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None:
+        return True
+    if torch.version.hip is not None and os.path.exists("/dev/kfd"):
+        return True
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
 
 
 def _warm_up(torch: Any, types: Any) -> None:
