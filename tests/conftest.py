@@ -89,6 +89,20 @@ def wandb_standin(tmp_path: Path, offline_wandb: Path) -> Iterator[Any]:
     assert not server.unanswered, f"operations the stand-in did not answer: {server.unanswered}"
 
 
+@pytest.fixture
+def nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An nvidia-smi on PATH, before the real one if any (test_group_size, test_fused_agent): it prints the file
+    ``answer``, exits with ``code`` and logs its arguments."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    script = folder / "nvidia-smi"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\ncat {tmp_path}/answer\nexit $(cat {tmp_path}/code)\n')
+    script.chmod(0o755)
+    (tmp_path / "code").write_text("0")
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real PostgreSQL server: the one .ci/run started (IGNITE_SWEEP_TEST_POSTGRES), else one started here

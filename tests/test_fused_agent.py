@@ -55,7 +55,7 @@ def test_fused_runs_are_runs_of_their_own_equal_to_unfused_ones(tmp_path: Path) 
     assert all(fused.stderr.count(f"run {run['id']} finished val/accuracy=") == 1 for run in runs.values())
 
 
-def test_the_agent_warms_fused_steps_up_only_where_no_gpu_may_be_visible(tmp_path: Path,
+def test_the_agent_warms_fused_steps_up_only_where_no_gpu_may_be_visible(nvidia_smi: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The warm-up's backward would initialise CUDA in the agent, where a GPU may be visible (torch built with CUDA,
     a driver: here an nvidia-smi on PATH), and then CUDA fails in every group it forks."""
@@ -65,9 +65,6 @@ def test_the_agent_warms_fused_steps_up_only_where_no_gpu_may_be_visible(tmp_pat
 
     if not torch.backends.cuda.is_built():
         pytest.skip("torch without CUDA never sees a GPU")
-    (tmp_path / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
-    (tmp_path / "nvidia-smi").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert fused.gpu_may_be_visible() and fused.warm_up() is False
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU for this process, whatever the machine has

@@ -4,7 +4,6 @@ nvidia-smi does) once a group measured what a member needs."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -12,19 +11,6 @@ import pytest
 from conftest import cuda_available
 
 from ignite_sweep.execution.group_size import GIB, GroupSize, free_gpu_memory, physical_gpu
-
-
-@pytest.fixture
-def nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An nvidia-smi on PATH that prints the file ``answer`` (exits with ``code``) and logs its arguments."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    script = folder / "nvidia-smi"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\ncat {tmp_path}/answer\nexit $(cat {tmp_path}/code)\n')
-    script.chmod(0o755)
-    (tmp_path / "code").write_text("0")
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    return tmp_path
 
 
 def calls(folder: Path) -> list[str]:
